@@ -1,0 +1,72 @@
+"""Exception types shared by the whole package.
+
+`InputError` is raised for anything the user can fix (bad YAML, an unknown backend,
+a malformed option). The CLI turns it into a message on stderr and exit code 2, and it
+is always raised before anything is written to the store.
+"""
+
+from __future__ import annotations
+
+
+class DeceptwatchError(Exception):
+    """Base class for errors raised by deceptwatch."""
+
+
+class InputError(DeceptwatchError):
+    """Bad user input: names the file, field or line, and how to fix it."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class MissingExtraError(DeceptwatchError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the '{package}' package, which is not installed.\n"
+            f"  hint: pip install 'deceptwatch[{extra}]' -c constraints.txt"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class BackendError(DeceptwatchError):
+    """A backend call failed.
+
+    `retryable` says whether the runner may try again; `retry_after` (seconds) is the
+    server's own hint, e.g. from a `Retry-After` header. `kind` is a short machine-readable
+    reason (``http_500``, ``timeout``, ``connection``, ``malformed_json``, ...), and `raw`
+    is the verbatim body, kept for the record.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "error",
+        retryable: bool = False,
+        retry_after: float | None = None,
+        raw: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.raw = raw
+
+
+def require(module: str, extra: str, purpose: str) -> None:
+    """Raise MissingExtraError if `module` cannot be imported (without importing it)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtraError(module, extra, purpose)

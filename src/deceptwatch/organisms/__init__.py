@@ -1,0 +1,1 @@
+"""Model organisms: tiny transformers trained by the project, with a known truth."""

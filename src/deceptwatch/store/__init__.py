@@ -1,0 +1,28 @@
+"""The store: SQLite by default, any SQLAlchemy URL via ``--db``; ordered migrations."""
+
+from deceptwatch.store._schema import MIGRATIONS, SCHEMA_VERSION
+from deceptwatch.store._store import (
+    COMPLETE,
+    DB_ENV,
+    INCOMPLETE,
+    RUNNING,
+    Store,
+    TrialRow,
+    default_db_path,
+    model_id,
+    resolve_db_url,
+)
+
+__all__ = [
+    "COMPLETE",
+    "DB_ENV",
+    "INCOMPLETE",
+    "MIGRATIONS",
+    "RUNNING",
+    "SCHEMA_VERSION",
+    "Store",
+    "TrialRow",
+    "default_db_path",
+    "model_id",
+    "resolve_db_url",
+]

@@ -1,0 +1,169 @@
+"""Store tables and the ordered migrations that create them.
+
+Each migration is a frozen function of a connection; `MIGRATIONS` is applied in order and
+each applied version is recorded in ``schema_migrations``. The current tables (used by the
+queries) are those that the migrations produce; a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+
+def _v1(metadata: MetaData) -> None:
+    Table(
+        "models",
+        metadata,
+        Column("id", String(64), primary_key=True),
+        Column("spec", Text, nullable=False),
+        Column("cache_key_json", Text, nullable=False),
+        Column("description_json", Text, nullable=False),
+        Column("created_at", String(32), nullable=False),
+    )
+    Table(
+        "scenarios",
+        metadata,
+        Column("content_hash", String(64), primary_key=True),
+        Column("id", Text, nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("family", String(64), nullable=False),
+        Column("suite", Text, nullable=False),
+        Column("body_json", Text, nullable=False),
+        Column("created_at", String(32), nullable=False),
+        Index("ix_scenarios_id", "id"),
+    )
+    Table(
+        "prompts",
+        metadata,
+        Column("hash", String(64), primary_key=True),
+        Column("messages_json", Text, nullable=False),
+    )
+    Table(
+        "trials",
+        metadata,
+        Column("id", String(64), primary_key=True),
+        Column("model_id", String(64), nullable=False),
+        Column("block_id", String(64), nullable=False),
+        Column("scenario_hash", String(64), nullable=False),
+        Column("scenario_id", Text, nullable=False),
+        Column("family", String(64), nullable=False),
+        Column("condition", String(64), nullable=False),
+        Column("audit_probability", Float, nullable=True),
+        Column("cue_index", Integer, nullable=False),
+        Column("epoch", Integer, nullable=False),
+        Column("factors_json", Text, nullable=False),
+        Column("choice_order_json", Text, nullable=False),
+        Column("aligned", Text, nullable=False),
+        Column("defect", Text, nullable=False),
+        Column("prompt_hash", String(64), nullable=False),
+        Column("seed", Integer, nullable=False),
+        Column("created_at", String(32), nullable=False),
+        Index("ix_trials_block", "model_id", "block_id"),
+    )
+    Table(
+        "responses",
+        metadata,
+        Column("trial_id", String(64), primary_key=True),
+        Column("text", Text, nullable=True),
+        Column("raw", Text, nullable=True),
+        Column("choice_probs_json", Text, nullable=True),
+        Column("model_reported", Text, nullable=True),
+        Column("usage_json", Text, nullable=True),
+        Column("error_kind", String(64), nullable=True),
+        Column("error", Text, nullable=True),
+        Column("attempts", Integer, nullable=False),
+        Column("latency_ms", Float, nullable=False),
+        Column("created_at", String(32), nullable=False),
+    )
+    Table(
+        "outcomes",
+        metadata,
+        Column("trial_id", String(64), primary_key=True),
+        Column("outcome", String(16), nullable=False),
+        Column("choice", Text, nullable=True),
+        Column("label", String(4), nullable=True),
+        Column("method", String(32), nullable=False),
+        Column("scored_at", String(32), nullable=False),
+    )
+    Table(
+        "runs",
+        metadata,
+        Column("id", String(64), primary_key=True),
+        Column("created_at", String(32), nullable=False),
+        Column("updated_at", String(32), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("config_json", Text, nullable=False),
+        Column("n_trials", Integer, nullable=False),
+        Column("n_done", Integer, nullable=False),
+        Column("n_error", Integer, nullable=False),
+        Column("message", Text, nullable=True),
+        Column("findings_json", Text, nullable=True),
+    )
+    Table(
+        "run_models",
+        metadata,
+        Column("run_id", String(64), nullable=False),
+        Column("model_id", String(64), nullable=False),
+        Column("position", Integer, nullable=False),
+        PrimaryKeyConstraint("run_id", "model_id"),
+    )
+    Table(
+        "run_trials",
+        metadata,
+        Column("run_id", String(64), nullable=False),
+        Column("trial_id", String(64), nullable=False),
+        PrimaryKeyConstraint("run_id", "trial_id"),
+    )
+
+
+def _migration_v1(conn: Connection) -> None:
+    md = MetaData()
+    _v1(md)
+    md.create_all(conn, checkfirst=True)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial tables", _migration_v1),)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+migrations_table_metadata = MetaData()
+schema_migrations = Table(
+    "schema_migrations",
+    migrations_table_metadata,
+    Column("version", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("applied_at", String(32), nullable=False),
+)
+
+# The current tables, for queries.
+metadata = MetaData()
+_v1(metadata)
+models = metadata.tables["models"]
+scenarios = metadata.tables["scenarios"]
+prompts = metadata.tables["prompts"]
+trials = metadata.tables["trials"]
+responses = metadata.tables["responses"]
+outcomes = metadata.tables["outcomes"]
+runs = metadata.tables["runs"]
+run_models = metadata.tables["run_models"]
+run_trials = metadata.tables["run_trials"]

@@ -1,0 +1,494 @@
+"""The store: runs, models, scenarios, trials, raw responses and outcomes, in SQL.
+
+SQLite (WAL) by default; any SQLAlchemy URL otherwise (PostgreSQL via ``postgresql+psycopg``).
+Writes are batched in one transaction each, and idempotent: rows keyed by trial id are
+inserted once, and a trial retried after an error replaces its error record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from deceptwatch._errors import InputError
+from deceptwatch._ids import canonical_json, content_hash
+from deceptwatch.store import _schema as s
+
+DB_ENV = "DECEPTWATCH_DB"
+RUNNING, COMPLETE, INCOMPLETE = "running", "complete", "incomplete"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def default_db_path() -> Path:
+    """``$XDG_DATA_HOME/deceptwatch/deceptwatch.db`` (``~/.local/share/...`` by default)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "deceptwatch" / "deceptwatch.db"
+
+
+def resolve_db_url(db: str | None) -> str:
+    """A SQLAlchemy URL from ``--db`` (URL or path), ``$DECEPTWATCH_DB``, or the default path."""
+    value = db or os.environ.get(DB_ENV) or str(default_db_path())
+    if "://" in value:
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise InputError(
+                f"--db {value!r} is not a valid database URL",
+                hint="use a path, or a URL such as sqlite:///runs.db or "
+                "postgresql+psycopg://user@host:5432/name",
+            ) from None
+        return value
+    return f"sqlite:///{Path(value).expanduser()}"
+
+
+@dataclass(frozen=True, slots=True)
+class TrialRow:
+    """Everything written for one finished trial."""
+
+    trial_id: str
+    model_id: str
+    block_id: str
+    scenario_hash: str
+    scenario_id: str
+    family: str
+    condition: str
+    audit_probability: float | None
+    cue_index: int
+    epoch: int
+    factors_json: str
+    choice_order_json: str
+    aligned: str
+    defect: str
+    prompt_hash: str
+    messages_json: str
+    seed: int
+    text: str | None
+    raw: str | None
+    choice_probs_json: str | None
+    model_reported: str | None
+    usage_json: str | None
+    error_kind: str | None
+    error: str | None
+    attempts: int
+    latency_ms: float
+    outcome: str
+    choice: str | None
+    label: str | None
+    method: str
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook issue BEGIN
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """A handle on one database. Open with `Store.open(url)`; close with `close()`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, db: str | None = None, *, migrate: bool = True) -> Store:
+        url = resolve_db_url(db)
+        parsed = make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                try:
+                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise InputError(
+                        f"cannot create the directory of the store {shown}: {exc.strerror}",
+                        hint="give --db a path in a writable directory",
+                    ) from None
+            engine = create_engine(url)
+            _sqlite_setup(engine)
+        else:
+            try:
+                engine = create_engine(url, pool_pre_ping=True)
+            except NoSuchModuleError:
+                raise InputError(
+                    f"unknown database dialect in {shown}",
+                    hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/NAME",
+                ) from None
+            except ModuleNotFoundError as exc:
+                raise InputError(
+                    f"the database driver for {parsed.drivername!r} is not installed ({exc.name})",
+                    hint="for PostgreSQL: pip install 'deceptwatch[postgres]'",
+                ) from None
+        store = cls(engine)
+        if migrate:
+            store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ migrations
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations in order; returns the versions applied now."""
+        applied_now: list[int] = []
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(74201)"))
+                s.migrations_table_metadata.create_all(conn, checkfirst=True)
+                done = set(conn.execute(select(s.schema_migrations.c.version)).scalars())
+                for m in s.MIGRATIONS:
+                    if m.version in done:
+                        continue
+                    m.apply(conn)
+                    conn.execute(
+                        s.schema_migrations.insert().values(
+                            version=m.version, name=m.name, applied_at=now()
+                        )
+                    )
+                    applied_now.append(m.version)
+                newer = [v for v in done if v > s.SCHEMA_VERSION]
+        except OperationalError as exc:
+            raise InputError(
+                f"cannot open the store at {self.engine.url.render_as_string(hide_password=True)}: "
+                f"{exc.orig}",
+                hint="check --db (or $DECEPTWATCH_DB), and that the server is running",
+            ) from None
+        if newer:
+            raise InputError(
+                f"the store has schema version {max(newer)}, newer than this deceptwatch "
+                f"({s.SCHEMA_VERSION})",
+                hint="upgrade deceptwatch",
+            )
+        return applied_now
+
+    def schema_versions(self) -> list[int]:
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(select(s.schema_migrations.c.version)).scalars())
+
+    # ------------------------------------------------------------------ writes
+
+    def _insert(
+        self,
+        conn: Connection,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        keys: Sequence[str],
+        *,
+        replace: bool = False,
+    ) -> None:
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt: Any = pg_insert(table)
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table)
+        else:  # pragma: no cover - other databases: plain inserts of new keys only
+            self._insert_generic(conn, table, rows, keys, replace=replace)
+            return
+        if replace:
+            cols = [c for c in rows[0] if c not in keys]
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(keys), set_={c: getattr(stmt.excluded, c) for c in cols}
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        conn.execute(stmt, list(rows))
+
+    def _insert_generic(
+        self,
+        conn: Connection,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        keys: Sequence[str],
+        *,
+        replace: bool,
+    ) -> None:  # pragma: no cover
+        for row in rows:
+            where = [table.c[k] == row[k] for k in keys]
+            exists = conn.execute(select(table.c[keys[0]]).where(*where)).first()
+            if exists is None:
+                conn.execute(table.insert().values(**row))
+            elif replace:
+                conn.execute(update(table).where(*where).values(**row))
+
+    def begin_run(
+        self,
+        run_id: str,
+        *,
+        config: Mapping[str, Any],
+        models: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
+        scenarios: Iterable[Any],
+        n_trials: int,
+    ) -> bool:
+        """Record a run (or mark a resumed one as running). Returns True if it is new.
+
+        `models` holds (spec, cache_key, description) triples; `scenarios` ScenarioRecords.
+        """
+        ts = now()
+        model_rows = [
+            {
+                "id": model_id(key),
+                "spec": spec,
+                "cache_key_json": canonical_json(dict(key)),
+                "description_json": canonical_json(dict(desc)),
+                "created_at": ts,
+            }
+            for spec, key, desc in models
+        ]
+        scenario_rows = [
+            {
+                "content_hash": r.content_hash,
+                "id": r.id,
+                "version": r.scenario.version,
+                "family": r.family,
+                "suite": r.suite,
+                "body_json": canonical_json(r.scenario.model_dump(mode="json")),
+                "created_at": ts,
+            }
+            for r in scenarios
+        ]
+        with self.engine.begin() as conn:
+            self._insert(conn, s.models, model_rows, ["id"])
+            self._insert(conn, s.scenarios, scenario_rows, ["content_hash"])
+            self._insert(
+                conn,
+                s.run_models,
+                [
+                    {"run_id": run_id, "model_id": m["id"], "position": i}
+                    for i, m in enumerate(model_rows)
+                ],
+                ["run_id", "model_id"],
+            )
+            existing = conn.execute(select(s.runs.c.id).where(s.runs.c.id == run_id)).first()
+            if existing is None:
+                conn.execute(
+                    s.runs.insert().values(
+                        id=run_id,
+                        created_at=ts,
+                        updated_at=ts,
+                        status=RUNNING,
+                        config_json=canonical_json(dict(config)),
+                        n_trials=n_trials,
+                        n_done=0,
+                        n_error=0,
+                        message=None,
+                        findings_json=None,
+                    )
+                )
+                return True
+            conn.execute(
+                update(s.runs)
+                .where(s.runs.c.id == run_id)
+                .values(status=RUNNING, updated_at=ts, n_trials=n_trials, message=None)
+            )
+            return False
+
+    def done_trial_ids(self, trial_ids: Sequence[str]) -> set[str]:
+        """Those of `trial_ids` that already have an outcome other than `error`."""
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(trial_ids), 900):
+                chunk = list(trial_ids[i : i + 900])
+                q = select(s.outcomes.c.trial_id).where(
+                    s.outcomes.c.trial_id.in_(chunk), s.outcomes.c.outcome != "error"
+                )
+                out.update(conn.execute(q).scalars())
+        return out
+
+    def link_trials(self, run_id: str, trial_ids: Sequence[str]) -> None:
+        if not trial_ids:
+            return
+        with self.engine.begin() as conn:
+            self._insert(
+                conn,
+                s.run_trials,
+                [{"run_id": run_id, "trial_id": t} for t in trial_ids],
+                ["run_id", "trial_id"],
+            )
+
+    def write_trials(self, run_id: str, rows: Sequence[TrialRow]) -> None:
+        """Write a batch of finished trials in one transaction."""
+        if not rows:
+            return
+        ts = now()
+        prompts = {r.prompt_hash: r.messages_json for r in rows}
+        with self.engine.begin() as conn:
+            self._insert(
+                conn,
+                s.prompts,
+                [{"hash": h, "messages_json": m} for h, m in prompts.items()],
+                ["hash"],
+            )
+            self._insert(conn, s.trials, [_trial_dict(r, ts) for r in rows], ["id"])
+            self._insert(
+                conn,
+                s.run_trials,
+                [{"run_id": run_id, "trial_id": r.trial_id} for r in rows],
+                ["run_id", "trial_id"],
+            )
+            self._insert(
+                conn, s.responses, [_response_dict(r, ts) for r in rows], ["trial_id"], replace=True
+            )
+            self._insert(
+                conn, s.outcomes, [_outcome_dict(r, ts) for r in rows], ["trial_id"], replace=True
+            )
+
+    def finish_run(
+        self, run_id: str, *, status: str, message: str | None, findings: Any | None
+    ) -> dict[str, int]:
+        """Record the end of a run with counts taken from the store itself."""
+        counts = self.run_counts(run_id)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(s.runs)
+                .where(s.runs.c.id == run_id)
+                .values(
+                    status=status,
+                    updated_at=now(),
+                    n_done=counts["done"],
+                    n_error=counts["error"],
+                    message=message,
+                    findings_json=None if findings is None else json.dumps(findings),
+                )
+            )
+        return counts
+
+    # ------------------------------------------------------------------ reads
+
+    def run_counts(self, run_id: str) -> dict[str, int]:
+        """Stored outcomes of a run by kind, plus ``done`` (all but errors)."""
+        o, rt = s.outcomes, s.run_trials
+        q = (
+            select(o.c.outcome, func.count())
+            .select_from(rt.join(o, o.c.trial_id == rt.c.trial_id))
+            .where(rt.c.run_id == run_id)
+            .group_by(o.c.outcome)
+        )
+        counts = {"aligned": 0, "defect": 0, "other": 0, "error": 0}
+        with self.engine.connect() as conn:
+            for outcome, n in conn.execute(q):
+                counts[outcome] = int(n)
+        counts["done"] = counts["aligned"] + counts["defect"] + counts["other"]
+        return counts
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(s.runs).where(s.runs.c.id == run_id)).mappings().first()
+        return dict(row) if row is not None else None
+
+    def run_model_ids(self, run_id: str) -> list[str]:
+        with self.engine.connect() as conn:
+            q = (
+                select(s.run_models.c.model_id)
+                .where(s.run_models.c.run_id == run_id)
+                .order_by(s.run_models.c.position)
+            )
+            return list(conn.execute(q).scalars())
+
+    def iter_outcomes(self, run_id: str, model: str) -> Iterator[tuple[str, str, str, str, str]]:
+        """(scenario_id, family, block_id, condition, outcome) of each stored trial of a
+        run's model, streamed."""
+        t, o, rt = s.trials, s.outcomes, s.run_trials
+        q = (
+            select(t.c.scenario_id, t.c.family, t.c.block_id, t.c.condition, o.c.outcome)
+            .select_from(rt.join(t, t.c.id == rt.c.trial_id).join(o, o.c.trial_id == t.c.id))
+            .where(rt.c.run_id == run_id, t.c.model_id == model)
+        )
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=10000).execute(q)
+            for row in result:
+                yield (row[0], row[1], row[2], row[3], row[4])
+
+    def count_rows(self, table: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text(f"SELECT count(*) FROM {s.metadata.tables[table].name}")
+                ).scalar_one()
+            )
+
+
+def model_id(cache_key: Mapping[str, Any]) -> str:
+    return content_hash(dict(cache_key))
+
+
+def _trial_dict(r: TrialRow, ts: str) -> dict[str, Any]:
+    return {
+        "id": r.trial_id,
+        "model_id": r.model_id,
+        "block_id": r.block_id,
+        "scenario_hash": r.scenario_hash,
+        "scenario_id": r.scenario_id,
+        "family": r.family,
+        "condition": r.condition,
+        "audit_probability": r.audit_probability,
+        "cue_index": r.cue_index,
+        "epoch": r.epoch,
+        "factors_json": r.factors_json,
+        "choice_order_json": r.choice_order_json,
+        "aligned": r.aligned,
+        "defect": r.defect,
+        "prompt_hash": r.prompt_hash,
+        "seed": r.seed,
+        "created_at": ts,
+    }
+
+
+def _response_dict(r: TrialRow, ts: str) -> dict[str, Any]:
+    return {
+        "trial_id": r.trial_id,
+        "text": r.text,
+        "raw": r.raw,
+        "choice_probs_json": r.choice_probs_json,
+        "model_reported": r.model_reported,
+        "usage_json": r.usage_json,
+        "error_kind": r.error_kind,
+        "error": r.error,
+        "attempts": r.attempts,
+        "latency_ms": r.latency_ms,
+        "created_at": ts,
+    }
+
+
+def _outcome_dict(r: TrialRow, ts: str) -> dict[str, Any]:
+    return {
+        "trial_id": r.trial_id,
+        "outcome": r.outcome,
+        "choice": r.choice,
+        "label": r.label,
+        "method": r.method,
+        "scored_at": ts,
+    }

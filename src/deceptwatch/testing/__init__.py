@@ -1,0 +1,1 @@
+"""Test helpers that ship with the package: a scripted OpenAI-compatible server."""

