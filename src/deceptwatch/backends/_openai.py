@@ -203,7 +203,9 @@ class OpenAIBackend(BaseBackend):
                 "reply is not valid JSON", kind="malformed_json", retryable=True, raw=raw
             ) from None
         if not isinstance(data, dict):
-            raise BackendError("reply is not a JSON object", kind="malformed_json", retryable=True, raw=raw)
+            raise BackendError(
+                "reply is not a JSON object", kind="malformed_json", retryable=True, raw=raw
+            )
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
             raise BackendError(
