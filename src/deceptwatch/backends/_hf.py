@@ -1,0 +1,367 @@
+"""``hf:PATH`` and ``organism:NAME`` — local transformers causal LMs, batched.
+
+Concurrent `generate` calls from the runner are gathered into batches (up to ``batch_size``)
+and run on a worker thread, so the event loop stays free. For choice scenarios the options are
+scored by their exact log-likelihood: the prompt runs once (left-padded, with explicit
+position ids), and each option's continuation (``answer_format``, default ``"({label})"``)
+runs on a copy of the prompt's KV cache, so an option costs a few tokens, not a prompt. The
+probability of every option is returned; at temperature 0 the most likely option is chosen,
+otherwise one is sampled from the options' distribution with the trial's seed. With
+``mode=generate`` (or a scenario without choices) the model generates a reply instead.
+
+Weights load through safetensors only (``use_safetensors=True``; nothing is unpickled), from
+local files only, with ``trust_remote_code`` off.
+
+Options: ``batch_size`` (32), ``threads`` (torch threads, default min(2, CPUs)),
+``answer_format``, ``mode`` (``choice`` or ``generate``), ``chat_template`` (``plain`` for
+checkpoints without one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from deceptwatch._errors import BackendError, InputError, require
+from deceptwatch.backends._base import BaseBackend, GenerateRequest, GenerateResponse
+
+_KNOWN = frozenset({"batch_size", "threads", "answer_format", "mode", "chat_template"})
+PLAIN_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def fingerprint(path: Path) -> str:
+    """A content fingerprint of a checkpoint directory: the sha256 of its config, tokenizer
+    and every safetensors file, read in full (trial ids depend on it, so two checkpoints
+    that differ anywhere must never share one)."""
+    h = hashlib.sha256()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        p = path / name
+        if p.exists():
+            h.update(name.encode() + b"\0" + p.read_bytes())
+    for p in sorted(path.glob("*.safetensors")):
+        h.update(f"{p.name}:{p.stat().st_size}".encode())
+        with p.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+class HFBackend(BaseBackend):
+    name = "hf"
+
+    def __init__(
+        self, spec: str, options: Mapping[str, str] | None = None, *, path: Path | None = None
+    ) -> None:
+        super().__init__(spec, options)
+        opts = dict(options or {})
+        unknown = set(opts) - _KNOWN
+        if unknown:
+            raise InputError(
+                f"unknown option {sorted(unknown)[0]!r} for the {spec.partition(':')[0]} backend",
+                hint=f"known options: {', '.join(sorted(_KNOWN))}",
+            )
+        self.path = path or Path(spec.partition(":")[2]).expanduser()
+        if not self.path.is_dir():
+            raise InputError(
+                f"{self.path}: no such checkpoint directory",
+                hint="hf:PATH takes a local transformers checkpoint",
+            )
+        if not any(self.path.glob("*.safetensors")):
+            raise InputError(
+                f"{self.path}: no .safetensors weights",
+                hint="deceptwatch loads weights only from safetensors; convert the checkpoint with "
+                "save_pretrained(..., safe_serialization=True)",
+            )
+        try:
+            self.batch_size = max(1, int(opts.get("batch_size", "32")))
+            self.threads = max(1, int(opts.get("threads", str(min(2, os.cpu_count() or 1)))))
+        except ValueError:
+            raise InputError("hf options batch_size and threads must be integers") from None
+        self.answer_format = opts.get("answer_format", "({label})")
+        if "{label}" not in self.answer_format:
+            raise InputError("answer_format must contain {label}, e.g. '({label})'")
+        self.mode = opts.get("mode", "choice")
+        if self.mode not in ("choice", "generate"):
+            raise InputError("hf option mode must be 'choice' or 'generate'")
+        self.chat_template = opts.get("chat_template")
+        self._fingerprint = fingerprint(self.path)
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._queue: (
+            asyncio.Queue[tuple[GenerateRequest, asyncio.Future[GenerateResponse]]] | None
+        ) = None
+        self._worker: asyncio.Task[None] | None = None
+
+    def cache_key(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "weights": self._fingerprint,
+            "answer_format": self.answer_format,
+            "mode": self.mode,
+            "chat_template": self.chat_template,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.cache_key(), "path": str(self.path), "batch_size": self.batch_size}
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> None:
+        """Load tokenizer and weights (safetensors only). Called once, on first use."""
+        if self.model is not None:
+            return
+        require("torch", "local", "The hf and organism backends")
+        require("transformers", "local", "The hf and organism backends")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        torch.set_num_threads(self.threads)
+        tok = AutoTokenizer.from_pretrained(
+            self.path, local_files_only=True, trust_remote_code=False
+        )
+        if self.chat_template == "plain" or (
+            self.chat_template is None and not getattr(tok, "chat_template", None)
+        ):
+            if self.chat_template is None:
+                raise InputError(
+                    f"{self.path}: the tokenizer has no chat template",
+                    hint="pass -o chat_template=plain to use a plain 'role: content' format",
+                )
+            tok.chat_template = PLAIN_TEMPLATE
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(
+            self.path,
+            local_files_only=True,
+            use_safetensors=True,
+            trust_remote_code=False,
+            dtype=torch.float32,
+        )
+        model.eval()
+        self.tokenizer, self.model = tok, model
+
+    # ------------------------------------------------------------------ batching
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        loop = asyncio.get_running_loop()
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._work())
+        future: asyncio.Future[GenerateResponse] = loop.create_future()
+        await self._queue.put((request, future))
+        return await future
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = [await self._queue.get()]
+            await asyncio.sleep(0)  # let the other workers enqueue
+            while len(batch) < self.batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results = await asyncio.to_thread(self.run_batch, [r for r, _ in batch])
+            except BackendError as exc:
+                results = [exc] * len(batch)
+            except Exception as exc:  # a bug must fail the calls, not hang them
+                err = BackendError(f"{type(exc).__name__}: {exc}", kind="exception")
+                results = [err] * len(batch)
+            for (_, fut), res in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    # ------------------------------------------------------------------ scoring
+
+    def run_batch(
+        self, requests: Sequence[GenerateRequest]
+    ) -> list[GenerateResponse | BackendError]:
+        """Answer a batch synchronously (choice scoring, or generation)."""
+        self.load()
+        out: list[GenerateResponse | BackendError | None] = [None] * len(requests)
+        choice = [i for i, r in enumerate(requests) if r.choices and self.mode == "choice"]
+        gen = [i for i in range(len(requests)) if i not in set(choice)]
+        if choice:
+            for i, res in zip(
+                choice, self.score_choices([requests[i] for i in choice]), strict=True
+            ):
+                out[i] = res
+        if gen:
+            for i, res in zip(gen, self.generate_text([requests[i] for i in gen]), strict=True):
+                out[i] = res
+        return [r for r in out if r is not None]
+
+    def prompt_ids(self, request: GenerateRequest) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=False
+        )
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and len(ids) + 16 > limit:
+            raise BackendError(
+                f"prompt of {len(ids)} tokens exceeds the model's context of {limit}",
+                kind="too_long",
+            )
+        return ids
+
+    def option_logprobs(self, requests: Sequence[GenerateRequest]) -> list[list[float]]:
+        """Exact log-likelihood of each option's continuation, for a batch of prompts."""
+        import torch
+
+        self.load()
+        tok, model = self.tokenizer, self.model
+        prompts = [self.prompt_ids(r) for r in requests]
+        conts = [
+            [
+                tok(self.answer_format.format(label=label), add_special_tokens=False)["input_ids"]
+                for label, _ in r.choices
+            ]
+            for r in requests
+        ]
+        width = max(len(p) for p in prompts)
+        pad = tok.pad_token_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        position = (mask.cumsum(1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            first = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True)
+            last = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)
+            k = max(len(c) for c in conts)
+            # every prompt gets k option rows; missing options are dummies, ignored below
+            rows = [(c[j] if j < len(c) else c[0]) for c in conts for j in range(k)]
+            clen = max(len(r) for r in rows)
+            cache = first.past_key_values
+            cache.batch_repeat_interleave(k)
+            cids = torch.full((len(rows), clen), pad, dtype=torch.long)
+            cmask = torch.zeros((len(rows), clen), dtype=torch.long)
+            for i, r in enumerate(rows):
+                cids[i, : len(r)] = torch.tensor(r)
+                cmask[i, : len(r)] = 1
+            full_mask = torch.cat([mask.repeat_interleave(k, dim=0), cmask], dim=1)
+            start = mask.sum(1).repeat_interleave(k).unsqueeze(1)
+            cpos = start + torch.arange(clen).unsqueeze(0)
+            second = model(
+                input_ids=cids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache
+            )
+            follow = torch.log_softmax(second.logits.float(), dim=-1)
+        out: list[list[float]] = []
+        for i, c in enumerate(conts):
+            scores = []
+            for j, tokens in enumerate(c):
+                row = i * k + j
+                total = float(last[i, tokens[0]])
+                for t in range(1, len(tokens)):
+                    total += float(follow[row, t - 1, tokens[t]])
+                scores.append(total)
+            out.append(scores)
+        return out
+
+    def score_choices(
+        self, requests: Sequence[GenerateRequest]
+    ) -> list[GenerateResponse | BackendError]:
+        try:
+            scores = self.option_logprobs(requests)
+        except BackendError as exc:
+            if len(requests) == 1:
+                return [exc]
+            return [r for req in requests for r in self.score_choices([req])]
+        out: list[GenerateResponse | BackendError] = []
+        for req, logps in zip(requests, scores, strict=True):
+            labels = [label for label, _ in req.choices]
+            top = max(logps)
+            weights = [math.exp(x - top) for x in logps]
+            total = sum(weights)
+            probs = {label: w / total for label, w in zip(labels, weights, strict=True)}
+            temperature = req.config.temperature
+            if temperature <= 0:
+                chosen = labels[logps.index(top)]
+            else:
+                tw = [math.exp((x - top) / temperature) for x in logps]
+                chosen = random.Random(req.seed).choices(labels, weights=tw)[0]
+            raw = json.dumps(
+                {
+                    "logprobs": dict(zip(labels, logps, strict=True)),
+                    "answer_format": self.answer_format,
+                }
+            )
+            out.append(
+                GenerateResponse(
+                    text=self.answer_format.format(label=chosen),
+                    raw=raw,
+                    choice_probs=probs,
+                    model=self.spec,
+                )
+            )
+        return out
+
+    def generate_text(
+        self, requests: Sequence[GenerateRequest]
+    ) -> list[GenerateResponse | BackendError]:
+        """Batched sampling (left-padded); seeded by the batch's first trial seed."""
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        try:
+            prompts = [self.prompt_ids(r) for r in requests]
+        except BackendError as exc:
+            return [exc] * len(requests)
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        cfg = requests[0].config
+        torch.manual_seed(requests[0].seed)
+        with torch.inference_mode():
+            generated = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=cfg.max_tokens,
+                do_sample=cfg.temperature > 0,
+                temperature=cfg.temperature if cfg.temperature > 0 else None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        texts = tok.batch_decode(generated[:, width:], skip_special_tokens=True)
+        return [
+            GenerateResponse(text=t, raw=json.dumps({"text": t}), model=self.spec) for t in texts
+        ]
+
+
+def create(spec: str, options: Mapping[str, str]) -> HFBackend:
+    return HFBackend(spec, options)
+
+
+def create_organism(spec: str, options: Mapping[str, str]) -> HFBackend:
+    from deceptwatch.organisms import organism_path
+
+    return HFBackend(spec, options, path=organism_path(spec.partition(":")[2]))

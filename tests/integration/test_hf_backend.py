@@ -1,0 +1,162 @@
+"""The hf: backend on a small real model: exact, batch-independent option scores."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from deceptwatch._errors import InputError
+from deceptwatch.backends import GenerateRequest, GenerationConfig, get_backend
+from deceptwatch.backends._hf import HFBackend
+from deceptwatch.organisms.train import (
+    TrainConfig,
+    build_model,
+    render_prompt,
+    save,
+    train_tokenizer,
+)
+from deceptwatch.scenarios import expand, load_suite
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny Llama with a tokenizer trained on organism prompts."""
+    torch.manual_seed(0)
+    recs = load_suite("organism_heldout")[:6]
+    texts = [m["content"] for t in expand(recs, model="m", seed=0) for m in t.messages]
+    tok = train_tokenizer(sorted(set(texts)), 512)
+    model = build_model(
+        TrainConfig(num_layers=2, hidden_size=64, intermediate_size=128, num_heads=4), tok
+    )
+    out = tmp_path_factory.mktemp("ckpt")
+    save(model, tok, out, {"test": True}, half=False)
+    return out
+
+
+def _requests(n: int, config: GenerationConfig | None = None) -> list[GenerateRequest]:
+    recs = load_suite("organism_heldout")
+    trials = list(expand(recs, model="m", seed=1, limit=n))[:n]
+    return [
+        GenerateRequest(
+            messages=t.messages,
+            choices=tuple(zip(t.labels, t.choice_texts, strict=True)),
+            config=config or GenerationConfig(),
+            seed=t.backend_seed,
+            trial_id=t.id,
+        )
+        for t in trials
+    ]
+
+
+def _reference(backend: HFBackend, request: GenerateRequest) -> list[float]:
+    """Log-likelihood of each option as one plain, unpadded, uncached forward pass each."""
+    tok, model = backend.tokenizer, backend.model
+    prompt = tok(render_prompt(tok, [dict(m) for m in request.messages]), add_special_tokens=False)[
+        "input_ids"
+    ]
+    out = []
+    for label, _ in request.choices:
+        cont = tok(f"({label})", add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + cont])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+        out.append(sum(float(logp[len(prompt) + i - 1, t]) for i, t in enumerate(cont)))
+    return out
+
+
+def test_batched_scores_equal_unbatched(checkpoint: Path) -> None:
+    backend = HFBackend(f"hf:{checkpoint}")
+    backend.load()
+    requests = _requests(24)
+    assert len({len(backend.prompt_ids(r)) for r in requests}) > 1  # padding really happens
+    batched = backend.option_logprobs(requests)
+    for req, scores in zip(requests, batched, strict=True):
+        single = backend.option_logprobs([req])[0]
+        reference = _reference(backend, req)
+        assert scores == pytest.approx(single, abs=2e-4)
+        assert scores == pytest.approx(reference, abs=2e-4)
+
+
+def test_choice_responses_carry_probabilities(checkpoint: Path) -> None:
+    backend = HFBackend(f"hf:{checkpoint}")
+    [resp] = backend.run_batch(_requests(1))
+    assert not isinstance(resp, Exception)
+    assert resp.choice_probs is not None
+    assert math.isclose(sum(resp.choice_probs.values()), 1.0, abs_tol=1e-9)
+    assert resp.text == f"({max(resp.choice_probs, key=resp.choice_probs.__getitem__)})"
+
+
+def test_sampling_is_seeded(checkpoint: Path) -> None:
+    backend = HFBackend(f"hf:{checkpoint}")
+    reqs = _requests(12, GenerationConfig(temperature=1.0))
+    a = [r.text for r in backend.run_batch(reqs) if not isinstance(r, Exception)]
+    b = [r.text for r in backend.run_batch(list(reversed(reqs))) if not isinstance(r, Exception)]
+    assert a == list(reversed(b))  # each trial's sample depends on its seed, not its batch
+
+
+def test_async_generate_batches_concurrent_calls(checkpoint: Path) -> None:
+    backend = HFBackend(f"hf:{checkpoint}", {"batch_size": "8"})
+    requests = _requests(16)
+    calls: list[int] = []
+    original = backend.run_batch
+
+    def spy(reqs):  # type: ignore[no-untyped-def]
+        calls.append(len(reqs))
+        return original(reqs)
+
+    backend.run_batch = spy  # type: ignore[method-assign]
+
+    async def go() -> list[str]:
+        try:
+            out = await asyncio.gather(*(backend.generate(r) for r in requests))
+            return [o.text for o in out]
+        finally:
+            await backend.aclose()
+
+    texts = asyncio.run(go())
+    assert len(texts) == 16
+    assert max(calls) > 1
+    assert sum(calls) == 16
+
+
+def test_generate_mode_returns_text(checkpoint: Path) -> None:
+    backend = HFBackend(f"hf:{checkpoint}", {"mode": "generate"})
+    [resp] = backend.run_batch(_requests(1, GenerationConfig(max_tokens=5)))
+    assert not isinstance(resp, Exception)
+    assert isinstance(resp.text, str)
+
+
+def test_save_load_round_trip_keeps_scores(checkpoint: Path, tmp_path: Path) -> None:
+    a = HFBackend(f"hf:{checkpoint}")
+    a.load()
+    copy = tmp_path / "copy"
+    save(a.model, a.tokenizer, copy, {"test": True}, half=False)
+    b = HFBackend(f"hf:{copy}")
+    reqs = _requests(4)
+    for x, y in zip(a.option_logprobs(reqs), b.option_logprobs(reqs), strict=True):
+        assert x == pytest.approx(y, abs=1e-6)
+    import shutil
+
+    twin = tmp_path / "twin"
+    shutil.copytree(checkpoint, twin)
+    assert HFBackend(f"hf:{twin}").cache_key()["weights"] == a.cache_key()["weights"]
+    with torch.no_grad():
+        a.model.model.embed_tokens.weight[5, 0] += 1.0
+    changed = tmp_path / "changed"
+    save(a.model, a.tokenizer, changed, {"test": True}, half=False)
+    shutil.copy(twin / "config.json", changed / "config.json")
+    shutil.copy(twin / "tokenizer_config.json", changed / "tokenizer_config.json")
+    assert HFBackend(f"hf:{changed}").cache_key()["weights"] != a.cache_key()["weights"]
+
+
+def test_pickle_weights_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(InputError, match=r"no \.safetensors"):
+        get_backend(f"hf:{tmp_path}")
+    with pytest.raises(InputError, match="no such checkpoint"):
+        get_backend(f"hf:{tmp_path / 'missing'}")
