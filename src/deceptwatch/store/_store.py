@@ -420,17 +420,32 @@ class Store:
 
     def iter_outcomes(self, run_id: str, model: str) -> Iterator[tuple[str, str, str, str, str]]:
         """(scenario_id, family, block_id, condition, outcome) of each stored trial of a
-        run's model, streamed."""
+        run's model, streamed.
+
+        Equal values come back as one shared ``str`` object: the driver makes a new string
+        for every cell, and a caller that keeps the tuples (a million trials to findings)
+        would otherwise hold five fresh strings per trial, though scenario, family,
+        condition and outcome take few distinct values and each block id recurs in every
+        trial of its block.
+        """
         t, o, rt = s.trials, s.outcomes, s.run_trials
         q = (
             select(t.c.scenario_id, t.c.family, t.c.block_id, t.c.condition, o.c.outcome)
             .select_from(rt.join(t, t.c.id == rt.c.trial_id).join(o, o.c.trial_id == t.c.id))
             .where(rt.c.run_id == run_id, t.c.model_id == model)
         )
+        seen: dict[str, str] = {}
+        shared = seen.setdefault
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=10000).execute(q)
-            for row in result:
-                yield (row[0], row[1], row[2], row[3], row[4])
+            for scenario, family, block, condition, outcome in result:
+                yield (
+                    shared(scenario, scenario),
+                    shared(family, family),
+                    shared(block, block),
+                    shared(condition, condition),
+                    shared(outcome, outcome),
+                )
 
     def count_rows(self, table: str) -> int:
         with self.engine.connect() as conn:

