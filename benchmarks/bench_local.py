@@ -48,6 +48,7 @@ def _requests(limit: int | None = None) -> list[GenerateRequest]:
 
 async def _score_all(backend: HFBackend, requests: list[GenerateRequest], concurrency: int) -> int:
     sem = asyncio.Semaphore(concurrency)
+    backend.set_concurrency(concurrency)  # as the runner does
 
     async def one(r: GenerateRequest) -> None:
         async with sem:

@@ -102,6 +102,11 @@ class HFBackend(BaseBackend):
             asyncio.Queue[tuple[GenerateRequest, asyncio.Future[GenerateResponse]]] | None
         ) = None
         self._worker: asyncio.Task[None] | None = None
+        self._window = self.batch_size  # requests gathered per worker turn (set_concurrency)
+
+    def set_concurrency(self, n: int) -> None:
+        """Gather up to `n` waiting calls per turn, so that batches can be cut by length."""
+        self._window = max(self.batch_size, n)
 
     def cache_key(self) -> dict[str, Any]:
         return {
@@ -170,7 +175,7 @@ class HFBackend(BaseBackend):
         while True:
             batch = [await self._queue.get()]
             await asyncio.sleep(0)  # let the other workers enqueue
-            while len(batch) < self.batch_size and not self._queue.empty():
+            while len(batch) < self._window and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
                 results = await asyncio.to_thread(self.run_batch, [r for r, _ in batch])
@@ -193,6 +198,7 @@ class HFBackend(BaseBackend):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        self._queue = None  # bound to this event loop; a later run makes its own
 
     # ------------------------------------------------------------------ scoring
 
@@ -204,15 +210,28 @@ class HFBackend(BaseBackend):
         out: list[GenerateResponse | BackendError | None] = [None] * len(requests)
         choice = [i for i, r in enumerate(requests) if r.choices and self.mode == "choice"]
         gen = [i for i in range(len(requests)) if i not in set(choice)]
-        if choice:
-            for i, res in zip(
-                choice, self.score_choices([requests[i] for i in choice]), strict=True
-            ):
+        # Cut batches from prompts of similar length: a left-padded batch costs its longest
+        # prompt times its size, so sorting first saves the padding (about a quarter here).
+        prompts = {i: self._try_prompt_ids(requests[i]) for i in choice}
+        choice.sort(key=lambda i: len(prompts[i] or ()))
+        for start in range(0, len(choice), self.batch_size):
+            part = choice[start : start + self.batch_size]
+            results = self.score_choices(
+                [requests[i] for i in part], prompts=[prompts[i] for i in part]
+            )
+            for i, res in zip(part, results, strict=True):
                 out[i] = res
-        if gen:
-            for i, res in zip(gen, self.generate_text([requests[i] for i in gen]), strict=True):
+        for start in range(0, len(gen), self.batch_size):
+            part = gen[start : start + self.batch_size]
+            for i, res in zip(part, self.generate_text([requests[i] for i in part]), strict=True):
                 out[i] = res
         return [r for r in out if r is not None]
+
+    def _try_prompt_ids(self, request: GenerateRequest) -> list[int] | None:
+        try:
+            return self.prompt_ids(request)
+        except BackendError:
+            return None  # scoring reports the error for this trial alone
 
     def prompt_ids(self, request: GenerateRequest) -> list[int]:
         text = self.tokenizer.apply_chat_template(
@@ -227,13 +246,24 @@ class HFBackend(BaseBackend):
             )
         return ids
 
-    def option_logprobs(self, requests: Sequence[GenerateRequest]) -> list[list[float]]:
-        """Exact log-likelihood of each option's continuation, for a batch of prompts."""
+    def option_logprobs(
+        self,
+        requests: Sequence[GenerateRequest],
+        prompts: Sequence[list[int] | None] | None = None,
+    ) -> list[list[float]]:
+        """Exact log-likelihood of each option's continuation, for a batch of prompts.
+
+        `prompts` are the requests' prompt token ids when already computed (None entries are
+        computed here, raising the request's BackendError).
+        """
         import torch
 
         self.load()
         tok, model = self.tokenizer, self.model
-        prompts = [self.prompt_ids(r) for r in requests]
+        given = list(prompts) if prompts is not None else [None] * len(requests)
+        ids_of: list[list[int]] = [
+            p if p is not None else self.prompt_ids(r) for r, p in zip(requests, given, strict=True)
+        ]
         conts = [
             [
                 tok(self.answer_format.format(label=label), add_special_tokens=False)["input_ids"]
@@ -241,16 +271,22 @@ class HFBackend(BaseBackend):
             ]
             for r in requests
         ]
-        width = max(len(p) for p in prompts)
+        width = max(len(p) for p in ids_of)
         pad = tok.pad_token_id
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
+        ids = torch.full((len(ids_of), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids_of), width), dtype=torch.long)
+        for i, p in enumerate(ids_of):
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
         position = (mask.cumsum(1) - 1).clamp(min=0)
         with torch.inference_mode():
-            first = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True)
+            first = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=position,
+                use_cache=True,
+                logits_to_keep=1,  # only the last prompt position is read
+            )
             last = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)
             k = max(len(c) for c in conts)
             # every prompt gets k option rows; missing options are dummies, ignored below
@@ -283,10 +319,12 @@ class HFBackend(BaseBackend):
         return out
 
     def score_choices(
-        self, requests: Sequence[GenerateRequest]
+        self,
+        requests: Sequence[GenerateRequest],
+        prompts: Sequence[list[int] | None] | None = None,
     ) -> list[GenerateResponse | BackendError]:
         try:
-            scores = self.option_logprobs(requests)
+            scores = self.option_logprobs(requests, prompts)
         except BackendError as exc:
             if len(requests) == 1:
                 return [exc]

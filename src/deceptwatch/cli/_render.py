@@ -29,9 +29,9 @@ def _result(f: Any) -> str:
         return "no usable pairs"
     if f.significant:
         return "[red]significant[/]"
-    if f.rules_out_above is not None:
+    if f.rules_out_above is not None and f.rules_out_above < 0.995:
         return f"rules out > {100 * f.rules_out_above:.1f} pts"
-    return "not significant"
+    return "not significant"  # a bound of 100 points rules nothing out
 
 
 def findings_table(findings: list[Any]) -> Table:
