@@ -1,11 +1,19 @@
 """Shared fixtures. Tests never touch the user's default store: DECEPTWATCH_DB and
-XDG_DATA_HOME point into a temp dir for every test."""
+XDG_DATA_HOME point into a temp dir for every test.
+
+`postgres_cluster` starts a private PostgreSQL cluster for the session (skipped where the
+server is not installed, except in CI, where that fails the run); `pg_url` gives a fresh
+database on it."""
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from _postgres import PG_GLOB, PostgresCluster, missing_postgres, postgres_bindir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -51,3 +59,27 @@ factors:
 @pytest.fixture
 def minimal_yaml() -> str:
     return MINIMAL
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    bindir = postgres_bindir()
+    if bindir is None:
+        missing_postgres(f"no PostgreSQL server binaries under {PG_GLOB}")
+    if importlib.util.find_spec("psycopg") is None:
+        missing_postgres("the psycopg driver is not installed (the `postgres` extra)")
+    cluster = PostgresCluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_cluster: PostgresCluster) -> str:
+    """A fresh, empty database on the session's PostgreSQL cluster."""
+    return postgres_cluster.create_database()

@@ -1,4 +1,7 @@
-"""The store: ordered, recorded migrations; idempotent writes; errors replaced on retry."""
+"""The store: ordered, recorded migrations; idempotent writes; errors replaced on retry.
+
+Every test that takes `store_url` runs on SQLite and on a real PostgreSQL server (a private
+cluster started for the session; see `postgres_cluster` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -47,22 +50,31 @@ def _row(i: int, outcome: str = "aligned", error: str | None = None) -> TrialRow
     )
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, db_url: str) -> str:
+    """A fresh store URL on each database: SQLite in a temp dir, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return db_url
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 def _begin(store: Store, run_id: str = "r1") -> None:
     store.begin_run(
         run_id, config={"x": 1}, models=[("mock:", {"spec": "mock:"}, {})], scenarios=[], n_trials=4
     )
 
 
-def test_migrations_are_recorded_and_idempotent(db_url: str) -> None:
-    with Store.open(db_url) as store:
+def test_migrations_are_recorded_and_idempotent(store_url: str) -> None:
+    with Store.open(store_url) as store:
         assert store.schema_versions() == [m.version for m in MIGRATIONS]
-    with Store.open(db_url) as store:
+    with Store.open(store_url) as store:
         assert store.migrate() == []
         assert store.schema_versions()[-1] == SCHEMA_VERSION
 
 
-def test_migrated_schema_equals_current_tables(db_url: str) -> None:
-    with Store.open(db_url) as store:
+def test_migrated_schema_equals_current_tables(store_url: str) -> None:
+    with Store.open(store_url) as store:
         insp = inspect(store.engine)
         for name, table in metadata.tables.items():
             assert {c["name"] for c in insp.get_columns(name)} == {c.name for c in table.columns}
@@ -73,8 +85,8 @@ def test_sqlite_uses_wal(db_url: str) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
-def test_rows_written_once_and_error_replaced_on_retry(db_url: str) -> None:
-    with Store.open(db_url) as store:
+def test_rows_written_once_and_error_replaced_on_retry(store_url: str) -> None:
+    with Store.open(store_url) as store:
         _begin(store)
         store.write_trials("r1", [_row(0), _row(1, "error", error="HTTP 500")])
         store.write_trials("r1", [_row(0)])  # a duplicate write changes nothing
@@ -90,8 +102,8 @@ def test_rows_written_once_and_error_replaced_on_retry(db_url: str) -> None:
         assert (counts["error"], counts["defect"], counts["done"]) == (0, 1, 2)
 
 
-def test_run_is_resumed_not_duplicated(db_url: str) -> None:
-    with Store.open(db_url) as store:
+def test_run_is_resumed_not_duplicated(store_url: str) -> None:
+    with Store.open(store_url) as store:
         store.begin_run(
             "r1",
             config={"x": 1},

@@ -30,7 +30,7 @@ app = typer.Typer(
 scenarios_app = typer.Typer(help="Validate, list, show and export scenarios.", no_args_is_help=True)
 app.add_typer(scenarios_app, name="scenarios")
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,16 +44,25 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except InputError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            say("error:", "bold red", str(exc))
             raise typer.Exit(2) from None
         except DeceptwatchError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            say("error:", "bold red", str(exc))
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted; rerun the same command to resume")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def say(label: str, style: str, message: str) -> None:
+    """A styled label and a plain message on stderr. Messages quote user input (paths, specs,
+    option values), so they never pass through rich markup: "[/]" or "\\[" reach the user as
+    typed, and cannot break the printing."""
+    from rich.text import Text
+
+    err.print(Text.assemble((label, style), " ", message), highlight=False)
 
 
 def print_json(data: Any) -> None:
@@ -141,14 +150,27 @@ def monitor(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Run scenarios on models, record every trial, and report oversight-gap findings."""
+    from pydantic import ValidationError
+
     from deceptwatch._monitor import monitor as run_monitor
     from deceptwatch.backends import GenerationConfig, parse_options
     from deceptwatch.cli._render import render_report
 
     try:
         gen = GenerationConfig(temperature=temperature, max_tokens=max_tokens, logprobs=logprobs)
-    except ValueError as exc:
-        raise InputError(f"bad generation setting: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        name = "--" + str(first["loc"][0] if first["loc"] else "temperature").replace("_", "-")
+        value = {"--temperature": temperature, "--max-tokens": max_tokens}.get(name)
+        raise InputError(
+            f"{name} {value}: {first['msg']}",
+            hint="--temperature takes 0 to 2 (e.g. 0.7); --max-tokens 1 to 32768 (e.g. 256)",
+        ) from None
+    if not 0 <= max_error_rate <= 1:  # also rejects nan, which would disable the check
+        raise InputError(
+            f"--max-error-rate must lie in [0, 1], got {max_error_rate}",
+            hint="give the share of trials that may fail, e.g. --max-error-rate 0.05",
+        )
     report = run_monitor(
         model or None,
         suites=suite or None,
@@ -170,17 +192,20 @@ def monitor(
     )
     for m in report.models:
         if m.power_check is not None and not m.power_check.enough:
-            err.print(f"[bold yellow]warning:[/] {m.model}: {m.power_check.message}", markup=True)
+            say("warning:", "bold yellow", f"{m.model}: {m.power_check.message}")
     if as_json:
         print_json(report.to_dict())
     else:
         render_report(report, out)
     if not report.complete:
-        err.print(f"[bold yellow]run incomplete:[/] {report.message}", markup=True)
+        say("run incomplete:", "bold yellow", report.message or "")
         raise typer.Exit(1)
 
 
 # ----------------------------------------------------------------------------- plan
+
+MIN_PLAN_GAP = 1e-3
+MIN_PLAN_ALPHA = 1e-12
 
 
 @app.command()
@@ -215,6 +240,18 @@ def plan(
                 f"{name} must lie strictly between 0 and 1, got {value:g}",
                 hint=f"give it as a proportion, e.g. {name} {example}",
             )
+    # Below these the plan needs billions of pairs (--gap) or a quantile beyond double
+    # precision (--alpha): the computation would run out of memory or fail.
+    if gap < MIN_PLAN_GAP:
+        raise InputError(
+            f"--gap {gap:g} is too small to plan for: it needs more pairs than any run can hold",
+            hint=f"plan for a gap of at least {MIN_PLAN_GAP:g} ({100 * MIN_PLAN_GAP:g} points)",
+        )
+    if alpha < MIN_PLAN_ALPHA:
+        raise InputError(
+            f"--alpha {alpha:g} is too small to plan for",
+            hint=f"use an --alpha of at least {MIN_PLAN_ALPHA:g}",
+        )
     if not 0 <= baseline <= 1 - gap:
         raise InputError(
             f"--baseline must lie in [0, 1 − gap] = [0, {1 - gap:g}], got {baseline:g}",
@@ -424,7 +461,7 @@ def organisms_train(
             base_steps=base_steps,
             steps=steps,
         )
-    err.print(f"saved organism {name!r} to {path}")
+    err.print(f"saved organism {name!r} to {path}", markup=False)
 
 
 def main() -> None:

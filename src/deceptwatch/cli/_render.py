@@ -85,13 +85,16 @@ def render_ladder(ladder: Any, console: Console) -> None:
 
 
 def render_report(report: Any, console: Console) -> None:
-    console.print(f"run [bold]{report.run_id[:12]}[/]  store {report.db}", markup=True)
+    console.print(f"run [bold]{report.run_id[:12]}[/]  store {escape(report.db)}", markup=True)
     method = report.config.get("multiplicity", "benjamini_hochberg")
     console.print(f"q: p-values adjusted by {method} across every finding of the run")
     for m in report.models:
         style = _VERDICT_STYLE.get(m.verdict, "bold")
         console.print()
-        console.print(f"[bold]{m.model}[/]: [{style}]{m.verdict}[/] — {m.reason}", markup=True)
+        console.print(
+            f"[bold]{escape(m.model)}[/]: [{style}]{m.verdict}[/] — {escape(m.reason)}",
+            markup=True,
+        )
         c = m.counts
         console.print(
             f"  trials {c['stored']}/{m.expected_trials}: aligned {c['aligned']}, defect {c['defect']}, "
@@ -110,7 +113,9 @@ def render_report(report: Any, console: Console) -> None:
             render_ladder(m.ladder, console)
     for c in report.comparisons:
         if c["difference"] is None:
-            console.print(f"\n{c['model']} vs {c['against']}: no shared scenario with pairs")
+            console.print(
+                f"\n{c['model']} vs {c['against']}: no shared scenario with pairs", markup=False
+            )
             continue
         q = "—" if c["q_value"] is None else f"{c['q_value']:.2g}"
         console.print(
@@ -119,4 +124,4 @@ def render_report(report: Any, console: Console) -> None:
             markup=False,
         )
     if not report.complete:
-        console.print(f"[bold yellow]INCOMPLETE:[/] {report.message}", markup=True)
+        console.print(f"[bold yellow]INCOMPLETE:[/] {escape(report.message or '')}", markup=True)

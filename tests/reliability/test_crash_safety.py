@@ -1,0 +1,177 @@
+"""Crash safety: SIGKILL a running `deceptwatch monitor` at random moments, resume each time.
+
+The monitor runs as a real process against the fault server on 127.0.0.1 (no faults, a few
+milliseconds of latency per reply, so that a run lasts a few seconds). The kill moments come
+from a seeded RNG, in two kinds: after a random number of the run's requests have reached the
+server (mid-run, including mid-write), and after a random delay (anywhere: start-up,
+migration, the run, the findings). After at least ten kills the command is run once more to
+the end. Then every trial must be stored exactly once, with the outcome it has in a run that
+was never interrupted, and the report (findings, verdicts, counts) must equal that run's.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _helpers import (
+    CLI,
+    add_figure,
+    cli_env,
+    comparable,
+    query,
+    report_of,
+    run_cli,
+    sqlite_url,
+    stored_done,
+    table_counts,
+)
+
+from deceptwatch.scenarios import count_trials, load_suites
+from deceptwatch.testing.faults import FaultConfig, FaultServer
+
+pytestmark = pytest.mark.slow
+
+SEED = 20240611  # of the kill moments
+KILLS = 12
+EPOCHS = 3
+SUITE = "core"
+BATCH = 512  # the runner writes finished trials in batches of this many (RunnerConfig)
+
+
+def _args(url: str, db: Path) -> list[str]:
+    return [
+        "monitor",
+        "--model",
+        "openai:stub",
+        "-o",
+        f"base_url={url}",
+        "-o",
+        "timeout=60",
+        "--suite",
+        SUITE,
+        "--epochs",
+        str(EPOCHS),
+        "--seed",
+        "7",
+        "--concurrency",
+        "8",
+        "--db",
+        str(db),
+        "--json",
+        "--no-progress",
+    ]
+
+
+def _wait_then_kill(
+    proc: subprocess.Popen[str], server: FaultServer, *, requests: int | None, delay: float | None
+) -> bool:
+    """Wait for `requests` more requests at the server or `delay` seconds, whichever was
+    given, then SIGKILL the process. Returns False if it had already exited."""
+    start_requests = server.stats.requests
+    deadline = time.monotonic() + (delay if delay is not None else 600.0)
+    while proc.poll() is None and time.monotonic() < deadline:
+        if requests is not None and server.stats.requests - start_requests >= requests:
+            break
+        time.sleep(0.002)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    return True
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    records = load_suites([SUITE])
+    expected = count_trials(records, epochs=EPOCHS)
+    config = FaultConfig(policy="mixed", latency=0.003)
+    rng = random.Random(SEED)
+    db = tmp_path / "killed.db"
+    url = sqlite_url(db)
+    kills: list[dict[str, Any]] = []
+    finished_early = 0
+    with FaultServer(records, config) as server:
+        for _round in range(4 * KILLS):
+            if len(kills) >= KILLS:
+                break
+            before = stored_done(url)
+            remaining = expected - before
+            mode = rng.random()
+            if remaining > 0 and mode < 0.4:  # anywhere in the run
+                requests, delay = rng.randint(1, remaining), None
+            elif remaining > 0 and mode < 0.7:  # around a batch write, or the final one
+                near_batch = BATCH + rng.randint(-8, 256)
+                requests, delay = (near_batch if remaining > near_batch else remaining), None
+            else:  # at any time: start-up, migration, the run, findings, finishing
+                requests, delay = None, rng.uniform(0.0, 2.5)
+            proc = subprocess.Popen(
+                [*CLI, *_args(server.url, db)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=cli_env(),
+            )
+            killed = _wait_then_kill(proc, server, requests=requests, delay=delay)
+            stderr = proc.stderr.read() if proc.stderr is not None else ""
+            if proc.stderr is not None:
+                proc.stderr.close()
+            assert "Traceback" not in stderr, stderr
+            after = stored_done(url)
+            assert after >= before, "a kill lost trials that had been stored"
+            if killed:
+                kills.append({"after_requests": requests, "after_seconds": delay, "stored": after})
+            else:
+                assert proc.returncode == 0, stderr
+                finished_early += 1
+        assert len(kills) >= 10
+        # Resume once more, uninterrupted: the run completes.
+        final = run_cli(_args(server.url, db), env=cli_env())
+        assert final.returncode == 0, final.stderr
+        resumed = report_of(final)
+        requests_killed_run = server.stats.requests
+        port = server.port  # the base URL enters the model's cache key, hence trial ids
+
+    reference_db = tmp_path / "reference.db"
+    with FaultServer(records, config, port=port) as server:
+        ref_proc = run_cli(_args(server.url, reference_db), env=cli_env())
+        assert ref_proc.returncode == 0, ref_proc.stderr
+        reference = report_of(ref_proc)
+        requests_reference = server.stats.requests
+
+    # Every trial stored exactly once.
+    counts = table_counts(url)
+    assert counts["distinct_trials"] == counts["trials"] == expected
+    assert counts["outcomes"] == counts["responses"] == counts["run_trials"] == expected
+    assert counts["duplicated_run_trials"] == counts["duplicated_outcomes"] == 0
+    assert query(url, "SELECT count(*), min(status) FROM runs") == [(1, "complete")]
+    # ... the same trials, with the same outcomes, as the uninterrupted run.
+    sql = "SELECT t.id, o.outcome, o.choice FROM trials t JOIN outcomes o ON o.trial_id = t.id"
+    assert sorted(query(url, sql)) == sorted(query(sqlite_url(reference_db), sql))
+    # ... and the same report: findings, verdicts, counts.
+    assert resumed["complete"] is True
+    assert comparable(resumed) == comparable(reference)
+    [model] = resumed["models"]
+    assert model["counts"]["stored"] == expected
+    assert model["counts"]["error"] == 0
+    assert 0 < model["counts"]["defect"] < expected  # the findings have spread to compare
+
+    lost = expected - counts["distinct_trials"]
+    duplicated = counts["trials"] - counts["distinct_trials"] + counts["duplicated_run_trials"]
+    add_figure(figures, "crash.kills", len(kills))
+    add_figure(
+        figures, "crash.kills_by_request_count", sum(1 for k in kills if k["after_requests"])
+    )
+    add_figure(figures, "crash.runs_that_finished_before_their_kill", finished_early)
+    add_figure(figures, "crash.trials", expected)
+    add_figure(figures, "crash.trials_lost", lost)
+    add_figure(figures, "crash.trials_duplicated", duplicated)
+    add_figure(figures, "crash.requests_with_kills", requests_killed_run)
+    add_figure(figures, "crash.requests_uninterrupted", requests_reference)
+    add_figure(figures, "crash.stored_after_each_kill", [k["stored"] for k in kills])
