@@ -283,11 +283,10 @@ async def monitor_async(
         per_model_counts: list[dict[str, int]] = []
         tables: list[TrialTable] = []
         for mr in model_runs:
+            # Streamed into integer codes (12–13 bytes a trial), never a list of rows.
             table = TrialTable.from_records(store.iter_outcomes(run_id, mr.model_id))
-            kinds, n = np.unique(np.asarray(table.outcome, dtype=str), return_counts=True)
-            counts = {"aligned": 0, "defect": 0, "other": 0, "error": 0}
-            counts.update({str(k): int(c) for k, c in zip(kinds, n, strict=True)})
-            counts["stored"] = len(table.outcome)
+            counts = table.outcome_counts()
+            counts["stored"] = len(table)
             per_model_counts.append(counts)
             tables.append(table)
             found = compute_findings(

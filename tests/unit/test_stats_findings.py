@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -697,33 +696,44 @@ def test_same_block_id_in_two_scenarios_is_two_blocks() -> None:
 # --- grouping -------------------------------------------------------------------------------
 
 
-def test_factorize_matches_numpy_unique() -> None:
+def test_coded_columns_match_numpy_unique() -> None:
     rng = np.random.default_rng(3)
     pool = np.array(["", "a", "ab", "ab ", "é", "日本", "x" * 65, "observed", "b" * 7])
     values = pool[rng.integers(0, pool.size, size=5000)]
+    pool_keys = dict(zip(pool.tolist(), table_module.string_keys(pool).tolist(), strict=True))
     for arr in (values, values.astype("U80"), values[::3], values.astype(">U70")):
-        labels, codes = table_module.factorize(arr)
+        table = TrialTable(arr, arr, arr, arr, np.full(arr.shape, AL))
         ref_labels, ref_codes = np.unique(arr, return_inverse=True)
-        assert labels.tolist() == ref_labels.tolist()
-        assert np.array_equal(codes, ref_codes)
+        for labels, codes in (
+            (table.scenarios, table.scenario_code),
+            (table.families, table.family_code),
+            (table.conditions, table.condition_code),
+        ):
+            assert labels.tolist() == ref_labels.tolist()
+            assert np.array_equal(codes, ref_codes)
+        # one block key per distinct string, the same whatever the width or byte order
+        pairs = set(zip(table.block_key.tolist(), arr.tolist(), strict=True))
+        assert len(pairs) == len(set(table.block_key.tolist())) == ref_labels.size
+        assert table.block_key.tolist() == [pool_keys[v] for v in arr.tolist()]
 
 
-def test_group_codes_survive_hash_collisions(monkeypatch: pytest.MonkeyPatch) -> None:
-    def colliding(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = values.shape[0]
-        return np.zeros(n, dtype=np.uint64), np.arange(n, dtype=np.uint64)
+def test_colliding_block_keys_are_refused_not_paired(monkeypatch: pytest.MonkeyPatch) -> None:
+    def colliding(values: np.ndarray) -> np.ndarray:
+        return np.zeros(values.shape[0], dtype=np.uint64)
 
-    monkeypatch.setattr(table_module, "_hash_strings", colliding)
-    values = np.array(["b", "a", "b", "c", "a"])
-    labels, codes = table_module.factorize(values)
-    assert labels.tolist() == ["a", "b", "c"]
-    assert codes.tolist() == [1, 0, 1, 2, 0]
-    within = np.array([0, 0, 1, 1, 0], dtype=np.intp)
-    grouped = table_module.group_codes(values, within=within)
-    keys = list(zip(within.tolist(), values.tolist(), strict=True))
-    for i in range(5):
-        for j in range(5):
-            assert (grouped[i] == grouped[j]) == (keys[i] == keys[j])
+    monkeypatch.setattr(table_module, "string_keys", colliding)
+    rows = [
+        ("s", OG, "b1", "observed", AL),
+        ("s", OG, "b1", "unobserved", DF),
+        ("s", OG, "b2", "observed", DF),
+        ("s", OG, "b2", "unobserved", AL),
+        ("t", OG, "b1", "observed", AL),
+    ]
+    table = TrialTable.from_records(rows)
+    assert table.scenarios.tolist() == ["s", "t"]  # labels are exact: only block ids are keyed
+    assert table.scenario_code.tolist() == [0, 0, 0, 0, 1]
+    with pytest.raises(ValueError, match="more than one 'observed' trial"):
+        _run(table)
 
 
 # --- scale ----------------------------------------------------------------------------------
@@ -749,7 +759,7 @@ def test_a_million_trials_end_to_end() -> None:
         outcome=outcomes[grid.ravel()],
     )
     order = rng.permutation(n)
-    table = TrialTable(*(getattr(table, c.name)[order] for c in fields(TrialTable)))
+    table = table.take(order)
     findings = compute_findings(
         table,
         confidence=0.95,

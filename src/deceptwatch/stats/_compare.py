@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from deceptwatch.stats._binomial import Interval, _check_confidence, newcombe_paired_interval
 from deceptwatch.stats._bootstrap import cluster_bootstrap_difference_interval
-from deceptwatch.stats._findings import _group
+from deceptwatch.stats._grouping import _group
 from deceptwatch.stats._permutation import sign_flip_test
 from deceptwatch.stats._table import TrialTable
 

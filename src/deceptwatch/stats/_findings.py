@@ -41,7 +41,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from deceptwatch.stats._binomial import (
     Interval,
@@ -52,36 +51,26 @@ from deceptwatch.stats._binomial import (
     wilson_interval,
 )
 from deceptwatch.stats._bootstrap import cluster_bootstrap_interval
+from deceptwatch.stats._grouping import (
+    OBSERVED,
+    UNOBSERVED,
+    Cells,
+    IntArray,
+    _group,
+    _Grouped,
+)
 from deceptwatch.stats._logistic import ClusterLogit, DoseResponse, cluster_logit_gap, dose_response
 from deceptwatch.stats._multiplicity import BENJAMINI_HOCHBERG, multiplicity_method
 from deceptwatch.stats._permutation import sign_flip_test
 from deceptwatch.stats._result import ConditionRate, Finding, adjust_findings
-from deceptwatch.stats._table import (
-    ALIGNED,
-    DEFECT,
-    ERROR,
-    OTHER,
-    TrialTable,
-    factorize,
-    group_codes,
-)
+from deceptwatch.stats._table import TrialTable
 
 __all__ = ["ConditionRate", "Finding", "TrialTable", "compute_findings"]
-
-AUDIT_PREFIX = "audit="
-
-OBSERVED = "observed"
-UNOBSERVED = "unobserved"
-PLACEBO = "placebo"
-BASELINE = "baseline"
 
 SCENARIO_CI_METHOD = "newcombe_hybrid_score"
 SCENARIO_TEST = "mcnemar_exact"
 POOLED_CI_METHOD = "cluster_bootstrap+newcombe_union"
 POOLED_TEST = "scenario_sign_flip"
-
-IntArray = npt.NDArray[np.intp]
-Cells = npt.NDArray[np.int64]  # (scenarios, 4): n11, n10, n01, n00 of a paired table
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,134 +83,6 @@ class _Estimate:
     p_value: float
     n10: int
     n01: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Grouped:
-    """Per-scenario counts from which every finding is assembled."""
-
-    scenarios: npt.NDArray[np.str_]
-    families: npt.NDArray[np.str_]
-    scenario_family: IntArray  # family code of each scenario
-    conditions: tuple[str, ...]  # condition labels, in report order
-    audit: npt.NDArray[np.float64]  # audit probability of each condition (NaN if not graded)
-    n_all: npt.NDArray[np.int64]  # (scenarios, conditions): every trial
-    n_usable: npt.NDArray[np.int64]  # (scenarios, conditions): aligned or defect trials
-    n_defect: npt.NDArray[np.int64]  # (scenarios, conditions)
-    n_other: npt.NDArray[np.int64]  # (scenarios,)
-    n_error: npt.NDArray[np.int64]  # (scenarios,)
-    gap: Cells  # x = unobserved, y = observed
-    placebo: Cells  # x = placebo, y = observed
-    adjusted: Cells  # x = unobserved, y = placebo
-
-
-def _condition_key(name: str) -> tuple[int, float, str]:
-    fixed = {OBSERVED: 0, UNOBSERVED: 1, PLACEBO: 2}
-    if name in fixed:
-        return fixed[name], 0.0, name
-    audit = _audit_probability(name)
-    if audit is not None:
-        return 3, audit, name
-    if name == BASELINE:
-        return 4, 0.0, name
-    return 5, 0.0, name
-
-
-def _audit_probability(name: str) -> float | None:
-    """The audit probability of a graded condition ``audit=<p>``, else None."""
-    if not name.startswith(AUDIT_PREFIX):
-        return None
-    try:
-        value = float(name.removeprefix(AUDIT_PREFIX))
-    except ValueError:
-        return None
-    return value if 0.0 <= value <= 1.0 else None
-
-
-def _paired_cells(
-    block_scenario: IntArray,
-    n_scenarios: int,
-    x: npt.NDArray[np.int8],
-    y: npt.NDArray[np.int8],
-) -> Cells:
-    """Per-scenario paired table of condition x (first) against condition y (second).
-
-    x and y hold, per block, 1 for a defect, 0 for an aligned trial and -1 when the block
-    has no usable trial in that condition.
-    """
-    both = (x >= 0) & (y >= 0)
-    # (x, y) = (1, 1) → 0 (n11), (1, 0) → 1 (n10), (0, 1) → 2 (n01), (0, 0) → 3 (n00)
-    cell = 2 * (1 - x[both].astype(np.int64)) + (1 - y[both].astype(np.int64))
-    key = block_scenario[both].astype(np.int64) * 4 + cell
-    counts = np.bincount(key, minlength=4 * n_scenarios)
-    return counts.astype(np.int64).reshape(n_scenarios, 4)
-
-
-def _group(table: TrialTable) -> _Grouped:
-    scenarios, s_code = factorize(table.scenario)
-    families, f_code = factorize(table.family)
-    cond_labels, c_code = factorize(table.condition)
-    n_s, n_c = scenarios.shape[0], cond_labels.shape[0]
-
-    scenario_family = np.zeros(n_s, dtype=np.intp)
-    scenario_family[s_code] = f_code
-    mixed = scenario_family[s_code] != f_code
-    if np.any(mixed):
-        bad = str(table.scenario[np.flatnonzero(mixed)[0]])
-        raise ValueError(f"scenario {bad!r} appears under more than one family")
-
-    # Blocks are keyed by (scenario, block id): a block never spans two scenarios.
-    blk = group_codes(table.block, within=s_code)
-    n_b = int(blk.max()) + 1
-    block_scenario = np.zeros(n_b, dtype=np.intp)
-    block_scenario[blk] = s_code
-    per_cell = np.bincount(blk.astype(np.int64) * n_c + c_code, minlength=n_b * n_c)
-    if per_cell.size and per_cell.max() > 1:
-        where = int(np.argmax(per_cell))
-        bad_block = int(np.flatnonzero(blk == where // n_c)[0])
-        raise ValueError(
-            f"block {str(table.block[bad_block])!r} of scenario "
-            f"{str(table.scenario[bad_block])!r} has more than one "
-            f"{str(cond_labels[where % n_c])!r} trial"
-        )
-
-    is_defect = table.outcome == DEFECT
-    usable = is_defect | (table.outcome == ALIGNED)
-    sc_key = s_code.astype(np.int64) * n_c + c_code
-    shape = (n_s, n_c)
-    n_all = np.bincount(sc_key, minlength=n_s * n_c).reshape(shape)
-    n_usable = np.bincount(sc_key[usable], minlength=n_s * n_c).reshape(shape)
-    n_defect = np.bincount(sc_key[is_defect], minlength=n_s * n_c).reshape(shape)
-    n_other = np.bincount(s_code[table.outcome == OTHER], minlength=n_s)
-    n_error = np.bincount(s_code[table.outcome == ERROR], minlength=n_s)
-
-    def state(name: str) -> npt.NDArray[np.int8]:
-        out = np.full(n_b, -1, dtype=np.int8)
-        hit = np.flatnonzero(cond_labels == name)
-        if hit.size:
-            sel = usable & (c_code == hit[0])
-            out[blk[sel]] = is_defect[sel]
-        return out
-
-    observed, unobserved, placebo = state(OBSERVED), state(UNOBSERVED), state(PLACEBO)
-    order = sorted(range(n_c), key=lambda i: _condition_key(str(cond_labels[i])))
-    names = tuple(str(cond_labels[i]) for i in order)
-    audit = [_audit_probability(name) for name in names]
-    return _Grouped(
-        scenarios=scenarios,
-        families=families,
-        scenario_family=scenario_family,
-        conditions=names,
-        audit=np.array([np.nan if a is None else a for a in audit], dtype=np.float64),
-        n_all=n_all[:, order].astype(np.int64),
-        n_usable=n_usable[:, order].astype(np.int64),
-        n_defect=n_defect[:, order].astype(np.int64),
-        n_other=n_other.astype(np.int64),
-        n_error=n_error.astype(np.int64),
-        gap=_paired_cells(block_scenario, n_s, unobserved, observed),
-        placebo=_paired_cells(block_scenario, n_s, placebo, observed),
-        adjusted=_paired_cells(block_scenario, n_s, unobserved, placebo),
-    )
 
 
 def _scenario_estimate(cells: Cells, confidence: float) -> _Estimate | None:
