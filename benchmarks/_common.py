@@ -1,10 +1,14 @@
-"""What every benchmark shares: result rows, summaries of repetitions, goals, timing."""
+"""What every benchmark shares: result rows, summaries of repetitions, goals, timing, and the
+command line of a single benchmark module (``python -m benchmarks.bench_NAME``)."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Row = dict[str, Any]
@@ -84,3 +88,77 @@ def seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def fmt(x: float) -> str:
+    """A figure with as many digits as its size deserves."""
+    a = abs(x)
+    if a >= 100:
+        return f"{x:,.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    if a >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def spread(s: dict[str, float] | None, unit: str = "") -> str:
+    """``median unit [min–max]`` of a summary (``—`` without one)."""
+    if s is None:
+        return "—"
+    u = "×" if unit == "×" else (f" {unit}" if unit else "")
+    return f"{fmt(s['median'])}{u} [{fmt(s['min'])}–{fmt(s['max'])}]"
+
+
+def describe(r: Row) -> str:
+    """A row in two lines, for the command line of a benchmark module."""
+    parts = [f"ours {spread(r['ours'], r['unit'])}"]
+    if r.get("baseline") is not None:
+        parts.append(f"baseline {spread(r['baseline'], r['unit'])}")
+    if r.get("ratio") is not None:
+        parts.append(f"ratio {spread(r['ratio'], '×')}")
+    if r.get("goal"):
+        met_ = {True: "met", False: "NOT met", None: "—"}[r.get("met")]
+        parts.append(f"goal {r['goal']['text']} ({met_})")
+    counts = [f"{r['trials']:,} trials" if "trials" in r else "", f"x{r['repeats']}"]
+    if "findings" in r:
+        counts.insert(0, f"{r['findings']} findings")
+    return f"{r['name']}\n  " + "  ".join(parts) + f"  ({', '.join(c for c in counts if c)})"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@dataclass(frozen=True)
+class Option:
+    """A module-specific option, passed to its ``run`` after ``repeats``, in order."""
+
+    flag: str
+    type: Callable[[str], Any]
+    default: Any
+
+
+def main(
+    doc: str | None,
+    run: Callable[..., list[Row]],
+    *options: Option,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """The command line every benchmark module shares: ``--repeats``, the module's own
+    `options`, ``--json``. Runs ``run(repeats, *options)`` and prints its rows."""
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] or None)
+    parser.add_argument("--repeats", type=int, default=5)
+    dests = []
+    for o in options:
+        dests.append(parser.add_argument(o.flag, type=o.type, default=o.default).dest)
+    parser.add_argument("--json", action="store_true", help="print the raw rows as JSON")
+    args = parser.parse_args(argv)
+    rows = run(args.repeats, *(getattr(args, d) for d in dests))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(describe(r))

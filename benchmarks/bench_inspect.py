@@ -20,10 +20,8 @@ Usage: python -m benchmarks.bench_inspect [--repeats 5] [--pairs 500] [--json]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
-import json
 import math
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -31,7 +29,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import Row, Unavailable, goal, rate, row
+from benchmarks._common import Option, Row, Unavailable, goal, rate, row
+from benchmarks._common import main as cli
 from deceptwatch._monitor import monitor_async
 from deceptwatch.backends import GenerateRequest
 from deceptwatch.backends._mock import MockBackend
@@ -267,23 +266,8 @@ def run(repeats: int = 5, pairs: int = 500) -> list[Row]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--pairs", type=int, default=500)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    rows = run(args.repeats, args.pairs)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        o, b, q = r["ours"], r["baseline"], r["ratio"]
-        print(
-            f"{r['name']}\n  ours {o['median']:,.0f}/s [{o['min']:,.0f}–{o['max']:,.0f}]  "
-            f"Inspect {b['median']:,.1f}/s [{b['min']:,.1f}–{b['max']:,.1f}]  "
-            f"ratio {q['median']:.1f} [{q['min']:.1f}–{q['max']:.1f}]  ({r['trials']} trials)"
-        )
+def main(argv: Sequence[str] | None = None) -> None:
+    cli(__doc__, run, Option("--pairs", int, 500), argv=argv)
 
 
 if __name__ == "__main__":

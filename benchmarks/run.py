@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import bench_core, bench_inspect, bench_local, bench_memory, bench_stats
-from benchmarks._common import Row, Unavailable
+from benchmarks._common import Row, Unavailable, fmt, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSIONED = (
@@ -87,9 +87,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "HTTP path",
         "≥ 0.7 of the raw loop's rate",
         "The `openai:` backend through `monitor` (runner, store, findings) against a raw "
-        "aiohttp loop posting the same request bodies, both at concurrency 64 to the same "
-        "loopback stub (`deceptwatch.testing.openai_stub`, its own process). About 20,000 "
-        "trials.",
+        "aiohttp loop that builds the same request bodies (the same trials, byte for byte) "
+        "and posts them with a client configured as the backend's (connection limit, "
+        "headers, timeout), both at concurrency 64 to the same loopback stub "
+        "(`deceptwatch.testing.openai_stub`, its own process). The loop's rate counts "
+        "building the bodies, as `monitor`'s counts building its requests; the ratio to its "
+        "posting alone is given too. About 20,000 trials.",
         lambda repeats, quick: bench_core.run_http(repeats, trials=300 if quick else 20000),
     ),
     Benchmark(
@@ -303,24 +306,6 @@ def run_all(
 # --------------------------------------------------------------------------- rendering
 
 
-def fmt(x: float) -> str:
-    a = abs(x)
-    if a >= 100:
-        return f"{x:,.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    if a >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3f}"
-
-
-def spread(s: dict[str, float] | None, unit: str = "") -> str:
-    if s is None:
-        return "—"
-    u = "×" if unit == "×" else (f" {unit}" if unit else "")
-    return f"{fmt(s['median'])}{u} [{fmt(s['min'])}–{fmt(s['max'])}]"
-
-
 def _met(r: Row) -> str:
     return {True: "yes", False: "**no**", None: "—"}[r.get("met")]
 
@@ -412,6 +397,11 @@ def _detail(r: Row) -> list[str]:
             "  - peak RSS at the end of the runner phase, before findings: "
             + ", ".join(fmt(a) for a in after)
             + " MB (what the peak adds beyond this comes after the runner: findings)"
+        )
+    for name, other in r.get("other_baselines", {}).items():
+        out.append(
+            f"  - other baseline, {name}: {', '.join(fmt(x) for x in other['rates'])}; "
+            f"ratio {spread(other['ratio'], '×')}"
         )
     rates = r.get("trials_per_s")
     if isinstance(rates, list):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
+
+# One encoder, built once: `json.dumps` with these arguments builds a new encoder per call.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+_encode = _ENCODER.encode
+# The canonical JSON of a string: exactly what the encoder writes for one (C, no dispatch).
+json_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def canonical_json(obj: Any) -> str:
@@ -13,11 +22,9 @@ def canonical_json(obj: Any) -> str:
     Floats are written by Python's shortest round-trip repr, so equal values always give
     equal text. NaN and infinities are rejected: they have no canonical JSON form.
     """
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return _encode(obj)
 
 
 def content_hash(obj: Any) -> str:
     """sha256 (hex) of the canonical JSON of `obj`."""
-    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+    return hashlib.sha256(_encode(obj).encode("utf-8")).hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import re
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,8 @@ from deceptwatch.scenarios import (
     OBSERVED,
     PLACEBO,
     UNOBSERVED,
+    ScenarioRecord,
+    Trial,
     count_trials,
     expand,
     load_suite,
@@ -166,3 +169,74 @@ def test_graded_levels_become_conditions(minimal_yaml: str) -> None:
 def test_epochs_must_be_positive(minimal_yaml: str) -> None:
     with pytest.raises(ValueError, match="epochs"):
         list(expand(_recs(minimal_yaml), model="m", seed=0, epochs=0))
+
+
+def _reference_order(
+    recs: list[ScenarioRecord], epochs: int, limit: int | None
+) -> list[tuple[int, tuple[int, int, int]]]:
+    """The block order as it was first written: every scenario's block list built up front,
+    then taken round-robin. The streamed order must match it exactly."""
+    from deceptwatch.scenarios._expand import scenario_blocks
+
+    per = [scenario_blocks(r, epochs=epochs) for r in recs]
+    out: list[tuple[int, tuple[int, int, int]]] = []
+    for rnd in range(max(len(p) for p in per)):
+        for i, blocks in enumerate(per):
+            if rnd < len(blocks):
+                if limit is not None and len(out) >= limit:
+                    return out
+                out.append((i, blocks[rnd]))
+    return out
+
+
+@pytest.mark.parametrize("limit", [None, 0, 1, 17, 400])
+def test_streamed_block_order_matches_the_listed_one(limit: int | None) -> None:
+    from deceptwatch.scenarios._expand import _block_order
+
+    recs = load_suite("all")
+    assert list(_block_order(recs, 2, limit)) == _reference_order(recs, 2, limit)
+
+
+def _document_id(t: Trial, generation: dict[str, Any]) -> str:
+    """A trial id computed the plain way: the whole document through content_hash."""
+    from deceptwatch._ids import content_hash
+    from deceptwatch.scenarios._expand import TRIAL_ID_VERSION
+
+    return content_hash(
+        {
+            "v": TRIAL_ID_VERSION,
+            "model": t.model,
+            "generation": generation,
+            "seed": t.seed,
+            "scenario": t.scenario_hash,
+            "condition": t.condition,
+            "cue_index": t.cue_index,
+            "epoch": t.epoch,
+            "factors": [list(f) for f in t.factors],
+            "messages": t.prompt_json,
+            "choice_order": t.choice_order,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "model",
+    ['{"spec":"openai:x","base_url":"http://h/v1"}', 'ü"\\ \u2028', "\x00condition\x00"],
+)
+def test_trial_ids_are_the_hash_of_the_whole_document(model: str) -> None:
+    """Ids are built from a per-block template; they must equal the plain computation
+    (the last model key holds the template's placeholder, so it takes the plain path)."""
+    from deceptwatch._ids import canonical_json
+
+    gen = {"temperature": 0.5, "max_tokens": 9}
+    for t in expand(load_suite("all"), model=model, seed=4, epochs=1, generation=gen):
+        assert t.id == _document_id(t, gen)
+        assert t.prompt_json == canonical_json(list(t.messages))
+
+
+def test_render_messages_matches_the_trials(minimal_yaml: str) -> None:
+    from deceptwatch.scenarios import render_messages
+
+    recs = _recs(minimal_yaml)
+    for t in expand(recs, model="m", seed=0):
+        assert render_messages(recs[0].scenario, t.cue, t.factors, t.choice_order) == t.messages

@@ -137,3 +137,65 @@ def test_bad_db_urls_are_input_errors(tmp_path) -> None:  # type: ignore[no-unty
     blocker.write_text("not a directory")
     with pytest.raises(InputError, match="cannot create the directory"):
         Store.open(str(blocker / "sub" / "x.db"))
+
+
+def test_row_tuples_follow_the_table_columns() -> None:
+    """The fast write path sends tuples in column order: they must say what the dicts say."""
+    from deceptwatch.store import _schema as s
+    from deceptwatch.store._rows import (
+        outcome_dict,
+        outcome_tuple,
+        response_dict,
+        response_tuple,
+        trial_dict,
+        trial_tuple,
+    )
+
+    r = _row(3)
+    for table, as_tuple, as_dict in (
+        (s.trials, trial_tuple, trial_dict),
+        (s.responses, response_tuple, response_dict),
+        (s.outcomes, outcome_tuple, outcome_dict),
+    ):
+        columns = [c.name for c in table.columns]
+        assert dict(zip(columns, as_tuple(r, "ts"), strict=True)) == as_dict(r, "ts")
+
+
+def test_a_trial_given_twice_in_one_batch_keeps_its_last_result(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        _begin(store)
+        store.write_trials("r1", [_row(0, "error", error="HTTP 500"), _row(1), _row(0, "defect")])
+        assert store.count_rows("trials") == store.count_rows("outcomes") == 2
+        assert store.count_rows("run_trials") == 2
+        counts = store.run_counts("r1")
+        assert (counts["error"], counts["defect"], counts["aligned"]) == (0, 1, 1)
+
+
+def test_has_trials_and_done_ids(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        _begin(store)
+        assert not store.has_trials("m" * 64)
+        store.write_trials("r1", [_row(0), _row(1, "error", error="HTTP 500")])
+        assert store.has_trials("m" * 64)
+        assert not store.has_trials("n" * 64)
+        assert store.done_trial_ids([f"{i:064x}" for i in range(3)]) == {f"{0:064x}"}
+
+
+def test_sqlite_reads_do_not_wait_for_a_writer(db_url: str) -> None:
+    """Checking which trials are done must not queue behind a batch being committed (a
+    read that took the write lock would wait out the busy timeout, then fail)."""
+    import sqlite3
+
+    with Store.open(db_url) as store:
+        _begin(store)
+        store.write_trials("r1", [_row(0)])
+        path = db_url.removeprefix("sqlite:///")
+        writer = sqlite3.connect(path, isolation_level=None, timeout=60)
+        writer.execute("BEGIN IMMEDIATE")  # holds the write lock, as a long commit would
+        try:
+            assert store.done_trial_ids([f"{0:064x}"]) == {f"{0:064x}"}
+            assert store.run_counts("r1")["done"] == 1
+            assert store.has_trials("m" * 64)
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()

@@ -31,7 +31,10 @@ class GenerateRequest:
 
     `choices` gives the lettered options as shown, so that a backend that can score options
     directly (log-likelihood) may do so. `metadata` (condition, scenario id, labels) exists
-    for scripted test backends such as ``mock:``; real backends must ignore it.
+    for scripted test backends such as ``mock:``; real backends must ignore it (and may say
+    so with ``uses_metadata = False``, so that the runner does not build it).
+    `messages_json`, when given, is the canonical JSON of `messages` (a list of objects with
+    ``role`` and ``content`` only), which a backend that sends JSON may use as is.
     """
 
     messages: Sequence[Mapping[str, str]]
@@ -40,6 +43,7 @@ class GenerateRequest:
     seed: int
     trial_id: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    messages_json: str | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +85,7 @@ class BaseBackend:
     """Convenience base class: stores the spec and options; `aclose` does nothing."""
 
     name: str = ""
+    uses_metadata: bool = True  # False: the runner leaves `GenerateRequest.metadata` empty
 
     def __init__(self, spec: str, options: Mapping[str, str] | None = None) -> None:
         self.spec = spec

@@ -20,7 +20,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from deceptwatch._errors import BackendError, InputError
-from deceptwatch.backends._base import BaseBackend, GenerateRequest, GenerateResponse
+from deceptwatch.backends._base import (
+    BaseBackend,
+    GenerateRequest,
+    GenerateResponse,
+    GenerationConfig,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -78,6 +83,7 @@ def _error_message(body: str) -> str:
 
 class OpenAIBackend(BaseBackend):
     name = "openai"
+    uses_metadata = False
 
     def __init__(self, spec: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(spec, options)
@@ -110,6 +116,8 @@ class OpenAIBackend(BaseBackend):
         self._url = f"{self.base_url}/chat/completions"
         self._session: Any = None
         self._limit = 64
+        self._head_for: GenerationConfig | None = None
+        self._head_text = ""
 
     def cache_key(self) -> dict[str, Any]:
         return {"spec": self.spec, "base_url": self.public_url}
@@ -137,21 +145,31 @@ class OpenAIBackend(BaseBackend):
             )
         return self._session
 
+    def _head(self, cfg: GenerationConfig) -> str:
+        """The request body up to its messages: everything but messages and seed is the
+        same for every request with these settings, so it is encoded once."""
+        if self._head_for is not cfg:
+            fixed: dict[str, Any] = {
+                "model": self.model,
+                "temperature": cfg.temperature,
+                self.max_tokens_field: cfg.max_tokens,
+            }
+            if cfg.logprobs:
+                fixed["logprobs"] = True
+                if cfg.top_logprobs:
+                    fixed["top_logprobs"] = cfg.top_logprobs
+            self._head_text = json.dumps(fixed)[:-1] + ', "messages": '
+            self._head_for = cfg
+        return self._head_text
+
     def _body(self, request: GenerateRequest) -> bytes:
-        cfg = request.config
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in request.messages],
-            "temperature": cfg.temperature,
-            self.max_tokens_field: cfg.max_tokens,
-        }
-        if self.send_seed:
-            body["seed"] = request.seed
-        if cfg.logprobs:
-            body["logprobs"] = True
-            if cfg.top_logprobs:
-                body["top_logprobs"] = cfg.top_logprobs
-        return json.dumps(body).encode("utf-8")
+        messages = request.messages_json
+        if messages is None:
+            messages = json.dumps(
+                [{"role": m["role"], "content": m["content"]} for m in request.messages]
+            )
+        seed = f', "seed": {int(request.seed)}}}' if self.send_seed else "}"
+        return (self._head(request.config) + messages + seed).encode("utf-8")
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         import aiohttp

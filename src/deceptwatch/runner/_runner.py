@@ -2,10 +2,19 @@
 
 Trials are expanded lazily and checked against the store in chunks: a trial that already has
 an outcome other than `error` is linked to the run and skipped, so running the same command
-again resumes and never counts anything twice. Each call is retried with exponential backoff
-and jitter, waiting at least as long as the server's ``Retry-After``. A call that still fails
-is recorded as `error` with its reason. When calls keep failing in a row (an unreachable
-endpoint), the run stops early, keeps what it has, and is recorded as incomplete.
+again resumes and never counts anything twice (a model with no stored trial at all skips the
+check). Each call is retried with exponential backoff and jitter, waiting at least as long as
+the server's ``Retry-After``; each attempt has a time limit (`attempt_timeout`, kept by one
+watchdog for all workers). A call that still fails is recorded as `error` with its reason.
+When calls keep failing in a row (an unreachable endpoint), the run stops early, keeps what
+it has, and is recorded as incomplete.
+
+Finished trials are written by a group-committing writer thread (see `_pipeline`): one
+transaction for all that waits, at least every `flush_interval` seconds. What the harness
+does per trial is kept small, since at thousands of trials a second it is the harness, not
+the model, that sets the pace: the JSON of a block's factors and choice order, and the score
+of a short reply, are computed once per distinct value; backends that ignore the metadata get
+none built; and the garbage collector runs less often while trials run (see `_gc`).
 """
 
 from __future__ import annotations
@@ -16,18 +25,24 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from deceptwatch._errors import BackendError
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.backends import Backend, GenerateRequest, GenerateResponse, GenerationConfig
+from deceptwatch.runner._deadlines import Deadlines
+from deceptwatch.runner._gc import fewer_collections
+from deceptwatch.runner._pipeline import GroupWriter, TrialSource
 from deceptwatch.scenarios import ScenarioRecord, Trial, expand
-from deceptwatch.scoring import ERROR, score_choice
+from deceptwatch.scoring import ERROR, Scored, score_choice
 from deceptwatch.store import Store, TrialRow, model_id
 
 CHUNK = 1024
+T = TypeVar("T")
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -45,7 +60,13 @@ class RunnerConfig:
     retry_cap: float = 60.0
     attempt_timeout: float = 600.0
     abort_after: int = 0  # consecutive failed trials before giving up; 0: max(16, 2*concurrency)
-    batch_size: int = 512
+    # Recording (see _pipeline.GroupWriter): a write starts every `flush_interval` seconds,
+    # or sooner once `batch_size` finished trials wait, and takes all that wait; workers pause
+    # while `max_pending` wait (0: 2 * batch_size). A crash loses only what waits: about
+    # `flush_interval` seconds of work, which a resume runs again.
+    batch_size: int = 4096
+    max_pending: int = 0
+    flush_interval: float = 0.5
 
 
 @dataclass
@@ -89,56 +110,119 @@ def run_id_for(
     )
 
 
-def _row(
-    trial: Trial,
-    mid: str,
-    response: GenerateResponse | None,
-    error: BackendError | None,
-    attempts: int,
-    latency: float,
-) -> TrialRow:
-    messages_json = trial.prompt_json
-    if response is not None:
-        scored = score_choice(trial, response.text)
-        outcome, choice, label, method = scored.outcome, scored.choice, scored.label, scored.method
-    else:
-        outcome, choice, label, method = ERROR, None, None, "backend_error"
-    return TrialRow(
-        trial_id=trial.id,
-        model_id=mid,
-        block_id=trial.block_id,
-        scenario_hash=trial.scenario_hash,
-        scenario_id=trial.scenario_id,
-        family=trial.family,
-        condition=trial.condition,
-        audit_probability=trial.audit_probability,
-        cue_index=trial.cue_index,
-        epoch=trial.epoch,
-        factors_json=canonical_json([list(f) for f in trial.factors]),
-        choice_order_json=canonical_json(list(trial.choice_order)),
-        aligned=trial.aligned,
-        defect=trial.defect,
-        prompt_hash=hashlib.sha256(messages_json.encode("utf-8")).hexdigest(),
-        messages_json=messages_json,
-        seed=trial.seed,
-        text=response.text if response is not None else None,
-        raw=(response.raw if response is not None else (error.raw if error is not None else None)),
-        choice_probs_json=(
-            json.dumps(response.choice_probs)
-            if response is not None and response.choice_probs
-            else None
-        ),
-        model_reported=response.model if response is not None else None,
-        usage_json=json.dumps(response.usage) if response is not None and response.usage else None,
-        error_kind=error.kind if error is not None else None,
-        error=error.message if error is not None else None,
-        attempts=attempts,
-        latency_ms=latency * 1000.0,
-        outcome=outcome,
-        choice=choice,
-        label=label,
-        method=method,
-    )
+class _RowMaker:
+    """Builds the stored row of a finished trial. The JSON of a block's factors and choice
+    order is the same for every trial of the block (and recurs across blocks), so it is
+    encoded once per distinct value."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self._factors: dict[tuple[tuple[str, str], ...], str] = {}
+        self._orders: dict[tuple[str, ...], str] = {}
+        self._usages: dict[tuple[tuple[str, int], ...], str] = {}
+        self._scores: dict[tuple[str, str, tuple[str, ...]], Scored] = {}
+
+    @staticmethod
+    def _remember(cache: dict[Any, T], key: Any, value: T) -> T:
+        if len(cache) >= 65536:  # a bound, in case a run has that many distinct values
+            cache.clear()
+        cache[key] = value
+        return value
+
+    def _factors_json(self, factors: tuple[tuple[str, str], ...]) -> str:
+        text = self._factors.get(factors)
+        if text is None:
+            text = self._remember(
+                self._factors, factors, canonical_json([list(f) for f in factors])
+            )
+        return text
+
+    def _order_json(self, order: tuple[str, ...]) -> str:
+        text = self._orders.get(order)
+        if text is None:
+            text = self._remember(self._orders, order, canonical_json(list(order)))
+        return text
+
+    def _score(self, trial: Trial, text: str) -> Scored:
+        """`score_choice`. Short replies repeat ("B", "Answer: (B)"), and their score depends
+        only on the text and the block's options as shown, so it is looked up once each."""
+        if len(text) > 64:
+            return score_choice(trial, text)
+        key = (text, trial.scenario_hash, trial.choice_order)
+        scored = self._scores.get(key)
+        if scored is None:
+            scored = self._remember(self._scores, key, score_choice(trial, text))
+        return scored
+
+    def _usage_json(self, usage: dict[str, int]) -> str:
+        """``json.dumps(usage)``; token counts repeat, so the text is reused."""
+        key = tuple(usage.items())
+        text = self._usages.get(key)
+        if text is None:
+            text = self._remember(self._usages, key, json.dumps(usage))
+        return text
+
+    def row(
+        self,
+        trial: Trial,
+        response: GenerateResponse | None,
+        error: BackendError | None,
+        attempts: int,
+        latency: float,
+    ) -> TrialRow:
+        messages_json = trial.prompt_json
+        if response is not None:
+            scored = self._score(trial, response.text)
+            outcome, choice, label, method = (
+                scored.outcome,
+                scored.choice,
+                scored.label,
+                scored.method,
+            )
+            raw = response.raw
+        else:
+            outcome, choice, label, method = ERROR, None, None, "backend_error"
+            raw = error.raw if error is not None else None
+        return TrialRow(
+            trial_id=trial.id,
+            model_id=self.model_id,
+            block_id=trial.block_id,
+            scenario_hash=trial.scenario_hash,
+            scenario_id=trial.scenario_id,
+            family=trial.family,
+            condition=trial.condition,
+            audit_probability=trial.audit_probability,
+            cue_index=trial.cue_index,
+            epoch=trial.epoch,
+            factors_json=self._factors_json(trial.factors),
+            choice_order_json=self._order_json(trial.choice_order),
+            aligned=trial.aligned,
+            defect=trial.defect,
+            prompt_hash=hashlib.sha256(messages_json.encode("utf-8")).hexdigest(),
+            messages_json=messages_json,
+            seed=trial.seed,
+            text=response.text if response is not None else None,
+            raw=raw,
+            choice_probs_json=(
+                json.dumps(response.choice_probs)
+                if response is not None and response.choice_probs
+                else None
+            ),
+            model_reported=response.model if response is not None else None,
+            usage_json=(
+                self._usage_json(response.usage)
+                if response is not None and response.usage
+                else None
+            ),
+            error_kind=error.kind if error is not None else None,
+            error=error.message if error is not None else None,
+            attempts=attempts,
+            latency_ms=latency * 1000.0,
+            outcome=outcome,
+            choice=choice,
+            label=label,
+            method=method,
+        )
 
 
 class _Run:
@@ -162,67 +246,69 @@ class _Run:
         self.counters = counters
         self.model_key = canonical_json(backend.cache_key())
         self.model_id = model_id(backend.cache_key())
-        self.queue: asyncio.Queue[Trial | None] = asyncio.Queue(
-            maxsize=max(64, config.concurrency * 4)
-        )
-        self.pending: list[TrialRow] = []
-        self.writes: asyncio.Queue[list[TrialRow] | None] = asyncio.Queue(maxsize=4)
+        self.rows = _RowMaker(self.model_id)
+        self.deadlines = Deadlines(config.attempt_timeout)
+        self.uses_metadata = bool(getattr(backend, "uses_metadata", True))
         self.consecutive_failures = 0
         self.abort_after = config.abort_after or max(16, 2 * config.concurrency)
         self.abort_reason: str | None = None
-        self.write_error: Exception | None = None
         self.attempted = 0
         self.cached = 0
         self.errors = 0
+        self.source = TrialSource(
+            expand(
+                records,
+                model=self.model_key,
+                seed=config.seed,
+                epochs=config.epochs,
+                limit=config.limit,
+                generation=config.generation.model_dump(mode="json"),
+            ),
+            store=store,
+            run_id=run_id,
+            chunk=CHUNK,
+            stopped=self.stopped,
+            on_cached=self._cached,
+            model_id=self.model_id,
+        )
+        self.writer = GroupWriter(
+            store,
+            run_id,
+            batch_size=config.batch_size,
+            max_pending=config.max_pending or 2 * config.batch_size,
+            flush_interval=config.flush_interval,
+            on_error=self._write_failed,
+        )
 
     def stopped(self) -> bool:
         """Whether the run gave up (a method, not a property: it changes across awaits)."""
         return self.abort_reason is not None
 
-    async def produce(self) -> None:
-        cfg = self.config
-        trials = expand(
-            self.records,
-            model=self.model_key,
-            seed=cfg.seed,
-            epochs=cfg.epochs,
-            limit=cfg.limit,
-            generation=cfg.generation.model_dump(mode="json"),
-        )
-        chunk: list[Trial] = []
+    def _cached(self, n: int) -> None:
+        self.cached += n
+        self.counters.cached += n
+        self.counters.done += n
 
-        async def flush_chunk() -> None:
-            ids = [t.id for t in chunk]
-            done = await asyncio.to_thread(self.store.done_trial_ids, ids)
-            if done:
-                await asyncio.to_thread(self.store.link_trials, self.run_id, sorted(done))
-                self.cached += len(done)
-                self.counters.cached += len(done)
-                self.counters.done += len(done)
-            for t in chunk:
-                if self.stopped():
-                    return
-                if t.id not in done:
-                    await self.queue.put(t)
-            chunk.clear()
+    def _write_failed(self, exc: Exception) -> None:
+        self.abort_reason = f"writing to the store failed: {type(exc).__name__}: {exc}"
 
-        for t in trials:
-            if self.stopped():
-                break
-            chunk.append(t)
-            if len(chunk) >= CHUNK:
-                await flush_chunk()
-        if chunk and not self.stopped():
-            await flush_chunk()
-        for _ in range(self.config.concurrency):
-            await self.queue.put(None)
-
-    async def call(self, trial: Trial) -> tuple[GenerateResponse | None, BackendError | None, int]:
-        cfg = self.config
-        request = GenerateRequest(
+    def request(self, trial: Trial) -> GenerateRequest:
+        labels = trial.labels
+        if not self.uses_metadata:
+            return GenerateRequest(
+                trial.messages,
+                tuple(zip(labels, trial.choice_texts, strict=True)),
+                self.config.generation,
+                trial.backend_seed,
+                trial.id,
+                _NO_METADATA,
+                trial.prompt_json,
+            )
+        order = trial.choice_order
+        return GenerateRequest(
             messages=trial.messages,
-            choices=tuple(zip(trial.labels, trial.choice_texts, strict=True)),
-            config=cfg.generation,
+            choices=tuple(zip(labels, trial.choice_texts, strict=True)),
+            config=self.config.generation,
             seed=trial.backend_seed,
             trial_id=trial.id,
             metadata={
@@ -231,28 +317,42 @@ class _Run:
                 "scenario_id": trial.scenario_id,
                 "family": trial.family,
                 "factors": dict(trial.factors),
-                "aligned_label": trial.aligned_label,
-                "defect_label": trial.defect_label,
+                "aligned_label": labels[order.index(trial.aligned)],
+                "defect_label": labels[order.index(trial.defect)],
             },
+            messages_json=trial.prompt_json,
         )
+
+    async def call(
+        self, trial: Trial, task: asyncio.Task[Any]
+    ) -> tuple[GenerateResponse | None, BackendError | None, int]:
+        cfg = self.config
+        request = self.request(trial)
         jitter: random.Random | None = None
         last: BackendError | None = None
+        deadlines = self.deadlines
         for attempt in range(cfg.max_retries + 1):
+            deadlines.arm(task)
             try:
-                async with asyncio.timeout(cfg.attempt_timeout):
-                    return await self.backend.generate(request), None, attempt + 1
+                return await self.backend.generate(request), None, attempt + 1
             except BackendError as exc:
                 last = exc
-            except TimeoutError:
+            except asyncio.CancelledError:
+                if not deadlines.timed_out(task):
+                    raise
                 last = BackendError(
                     f"no reply within {cfg.attempt_timeout:g}s", kind="timeout", retryable=True
                 )
-            except asyncio.CancelledError:
-                raise
+            except TimeoutError:  # a backend's own time limit
+                last = BackendError(
+                    f"no reply within {cfg.attempt_timeout:g}s", kind="timeout", retryable=True
+                )
             except Exception as exc:  # a bug in a backend must not lose the trial
                 last = BackendError(
                     f"{type(exc).__name__}: {exc}", kind="exception", retryable=False
                 )
+            finally:
+                deadlines.disarm(task)
             if not last.retryable or attempt == cfg.max_retries or self.stopped():
                 return None, last, attempt + 1
             jitter = jitter or random.Random(trial.backend_seed + attempt)
@@ -263,23 +363,32 @@ class _Run:
         return None, last, cfg.max_retries + 1  # pragma: no cover - loop always returns
 
     async def work(self) -> None:
+        source, writer, counters, by_outcome = (
+            self.source,
+            self.writer,
+            self.counters,
+            self.counters.by_outcome,
+        )
+        perf = time.perf_counter
+        task = asyncio.current_task()
+        assert task is not None
         while True:
-            trial = await self.queue.get()
+            trial = await source.next()
             if trial is None:
                 return
             if self.stopped():
-                continue
-            t0 = time.perf_counter()
-            response, error, attempts = await self.call(trial)
+                continue  # drain what was handed out; unstored, a resume runs it
+            t0 = perf()
+            response, error, attempts = await self.call(trial, task)
             if error is not None and self.stopped() and error.retryable:
                 continue  # stopped mid-retry: leave it unstored, so that a resume runs it
-            row = _row(trial, self.model_id, response, error, attempts, time.perf_counter() - t0)
+            row = self.rows.row(trial, response, error, attempts, perf() - t0)
             self.attempted += 1
-            self.counters.done += 1
-            self.counters.by_outcome[row.outcome] += 1
+            counters.done += 1
+            by_outcome[row.outcome] += 1
             if error is not None:
                 self.errors += 1
-                self.counters.errors += 1
+                counters.errors += 1
                 self.consecutive_failures += 1
                 if self.consecutive_failures >= self.abort_after and self.abort_reason is None:
                     self.abort_reason = (
@@ -288,41 +397,25 @@ class _Run:
                     )
             else:
                 self.consecutive_failures = 0
-            self.pending.append(row)
-            if len(self.pending) >= self.config.batch_size:
-                batch, self.pending = self.pending, []
-                await self.writes.put(batch)
-
-    async def write(self) -> None:
-        while True:
-            batch = await self.writes.get()
-            if batch is None:
-                return
-            if self.write_error is not None:
-                continue  # not stored, so a resume runs these trials again
-            try:
-                await asyncio.to_thread(self.store.write_trials, self.run_id, batch)
-            except Exception as exc:
-                self.write_error = exc
-                self.abort_reason = f"writing to the store failed: {type(exc).__name__}: {exc}"
+            if writer.add(row):
+                await writer.yield_to_writer()
 
     async def run(self) -> ModelRun:
         size_pool = getattr(self.backend, "set_concurrency", None)
         if callable(size_pool):
             size_pool(self.config.concurrency)
-        writer = asyncio.create_task(self.write())
+        writing = asyncio.create_task(self.writer.run())
+        watchdog = asyncio.create_task(self.deadlines.watch())
         try:
             workers = [asyncio.create_task(self.work()) for _ in range(self.config.concurrency)]
-            producer = asyncio.create_task(self.produce())
+            producer = asyncio.create_task(self.source.produce())
             await asyncio.gather(producer, *workers)
         finally:
-            if self.pending:
-                await self.writes.put(self.pending)
-                self.pending = []
-            await self.writes.put(None)
-            await writer
-        if self.write_error is not None:
-            raise self.write_error
+            watchdog.cancel()
+            self.writer.close()
+            await writing
+        if self.writer.error is not None:
+            raise self.writer.error
         return ModelRun(
             spec=self.backend.spec,
             model_id=self.model_id,
@@ -358,17 +451,18 @@ async def run_trials(
 
     ticker = asyncio.create_task(tick())
     try:
-        for backend in backends:
-            counters.model = backend.spec
-            run = _Run(
-                run_id=run_id,
-                backend=backend,
-                records=records,
-                store=store,
-                config=config,
-                counters=counters,
-            )
-            results.append(await run.run())
+        with fewer_collections():
+            for backend in backends:
+                counters.model = backend.spec
+                run = _Run(
+                    run_id=run_id,
+                    backend=backend,
+                    records=records,
+                    store=store,
+                    config=config,
+                    counters=counters,
+                )
+                results.append(await run.run())
     finally:
         stop.set()
         await ticker

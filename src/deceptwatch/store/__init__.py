@@ -1,5 +1,6 @@
 """The store: SQLite by default, any SQLAlchemy URL via ``--db``; ordered migrations."""
 
+from deceptwatch.store._rows import TrialRow
 from deceptwatch.store._schema import MIGRATIONS, SCHEMA_VERSION
 from deceptwatch.store._store import (
     COMPLETE,
@@ -7,7 +8,6 @@ from deceptwatch.store._store import (
     INCOMPLETE,
     RUNNING,
     Store,
-    TrialRow,
     default_db_path,
     model_id,
     resolve_db_url,

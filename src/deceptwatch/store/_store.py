@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,20 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from deceptwatch._errors import InputError
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.store import _schema as s
+from deceptwatch.store._rows import (
+    FastInsert,
+    TrialRow,
+    outcome_dict,
+    outcome_tuple,
+    response_dict,
+    response_tuple,
+    trial_dict,
+    trial_tuple,
+)
 
 DB_ENV = "DECEPTWATCH_DB"
 RUNNING, COMPLETE, INCOMPLETE = "running", "complete", "incomplete"
+READ_ONLY = "deceptwatch_read_only"  # execution option of connections that only read
 
 
 def now() -> str:
@@ -53,42 +63,6 @@ def resolve_db_url(db: str | None) -> str:
     return f"sqlite:///{Path(value).expanduser()}"
 
 
-@dataclass(frozen=True, slots=True)
-class TrialRow:
-    """Everything written for one finished trial."""
-
-    trial_id: str
-    model_id: str
-    block_id: str
-    scenario_hash: str
-    scenario_id: str
-    family: str
-    condition: str
-    audit_probability: float | None
-    cue_index: int
-    epoch: int
-    factors_json: str
-    choice_order_json: str
-    aligned: str
-    defect: str
-    prompt_hash: str
-    messages_json: str
-    seed: int
-    text: str | None
-    raw: str | None
-    choice_probs_json: str | None
-    model_reported: str | None
-    usage_json: str | None
-    error_kind: str | None
-    error: str | None
-    attempts: int
-    latency_ms: float
-    outcome: str
-    choice: str | None
-    label: str | None
-    method: str
-
-
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -101,7 +75,13 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (no deadlock upgrading a read lock). Reads
+        # begin deferred: in WAL mode they read a snapshot and never wait for a writer, so
+        # checking which trials are done does not queue behind a batch being committed.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Store:
@@ -148,6 +128,10 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def _read(self) -> Connection:
+        """A connection for reading only (on SQLite: a deferred, non-locking transaction)."""
+        return self.engine.connect().execution_options(**{READ_ONLY: True})
+
     def __enter__(self) -> Store:
         return self
 
@@ -191,7 +175,7 @@ class Store:
         return applied_now
 
     def schema_versions(self) -> list[int]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return sorted(conn.execute(select(s.schema_migrations.c.version)).scalars())
 
     # ------------------------------------------------------------------ writes
@@ -319,7 +303,7 @@ class Store:
     def done_trial_ids(self, trial_ids: Sequence[str]) -> set[str]:
         """Those of `trial_ids` that already have an outcome other than `error`."""
         out: set[str] = set()
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             for i in range(0, len(trial_ids), 900):
                 chunk = list(trial_ids[i : i + 900])
                 q = select(s.outcomes.c.trial_id).where(
@@ -327,6 +311,12 @@ class Store:
                 )
                 out.update(conn.execute(q).scalars())
         return out
+
+    def has_trials(self, model: str) -> bool:
+        """Whether any trial of the model (by model id) is stored at all."""
+        with self._read() as conn:
+            q = select(s.trials.c.id).where(s.trials.c.model_id == model).limit(1)
+            return conn.execute(q).first() is not None
 
     def link_trials(self, run_id: str, trial_ids: Sequence[str]) -> None:
         if not trial_ids:
@@ -340,31 +330,56 @@ class Store:
             )
 
     def write_trials(self, run_id: str, rows: Sequence[TrialRow]) -> None:
-        """Write a batch of finished trials in one transaction."""
+        """Write a batch of finished trials in one transaction.
+
+        Idempotent: a trial already stored keeps its trial row, and its response and
+        outcome are replaced (a retried error becomes the new result). On SQLite and
+        PostgreSQL the rows go to the driver as tuples in one ``executemany`` per table
+        (no per-row work in SQLAlchemy); other databases take the generic path.
+        """
         if not rows:
             return
         ts = now()
         prompts = {r.prompt_hash: r.messages_json for r in rows}
+        trials: dict[str, TrialRow] = {}
+        for r in rows:  # a trial given twice: its first trial row, its last result
+            trials.setdefault(r.trial_id, r)
+        last = {r.trial_id: r for r in rows}
         with self.engine.begin() as conn:
-            self._insert(
-                conn,
-                s.prompts,
-                [{"hash": h, "messages_json": m} for h, m in prompts.items()],
-                ["hash"],
-            )
-            self._insert(conn, s.trials, [_trial_dict(r, ts) for r in rows], ["id"])
-            self._insert(
-                conn,
-                s.run_trials,
-                [{"run_id": run_id, "trial_id": r.trial_id} for r in rows],
-                ["run_id", "trial_id"],
-            )
-            self._insert(
-                conn, s.responses, [_response_dict(r, ts) for r in rows], ["trial_id"], replace=True
-            )
-            self._insert(
-                conn, s.outcomes, [_outcome_dict(r, ts) for r in rows], ["trial_id"], replace=True
-            )
+            fast = FastInsert.for_connection(conn)
+            if fast is None:
+                self._write_trials_generic(conn, run_id, rows, prompts, ts)
+                return
+            fast.insert(conn, s.prompts, list(prompts.items()))
+            fast.insert(conn, s.trials, [trial_tuple(r, ts) for r in trials.values()])
+            fast.insert(conn, s.run_trials, [(run_id, t) for t in last])
+            fast.insert(conn, s.responses, [response_tuple(r, ts) for r in last.values()], True)
+            fast.insert(conn, s.outcomes, [outcome_tuple(r, ts) for r in last.values()], True)
+
+    def _write_trials_generic(
+        self,
+        conn: Connection,
+        run_id: str,
+        rows: Sequence[TrialRow],
+        prompts: Mapping[str, str],
+        ts: str,
+    ) -> None:  # pragma: no cover - databases other than SQLite and PostgreSQL
+        self._insert(
+            conn, s.prompts, [{"hash": h, "messages_json": m} for h, m in prompts.items()], ["hash"]
+        )
+        self._insert(conn, s.trials, [trial_dict(r, ts) for r in rows], ["id"])
+        self._insert(
+            conn,
+            s.run_trials,
+            [{"run_id": run_id, "trial_id": r.trial_id} for r in rows],
+            ["run_id", "trial_id"],
+        )
+        self._insert(
+            conn, s.responses, [response_dict(r, ts) for r in rows], ["trial_id"], replace=True
+        )
+        self._insert(
+            conn, s.outcomes, [outcome_dict(r, ts) for r in rows], ["trial_id"], replace=True
+        )
 
     def finish_run(
         self, run_id: str, *, status: str, message: str | None, findings: Any | None
@@ -398,19 +413,19 @@ class Store:
             .group_by(o.c.outcome)
         )
         counts = {"aligned": 0, "defect": 0, "other": 0, "error": 0}
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             for outcome, n in conn.execute(q):
                 counts[outcome] = int(n)
         counts["done"] = counts["aligned"] + counts["defect"] + counts["other"]
         return counts
 
     def run(self, run_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(s.runs).where(s.runs.c.id == run_id)).mappings().first()
         return dict(row) if row is not None else None
 
     def run_model_ids(self, run_id: str) -> list[str]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             q = (
                 select(s.run_models.c.model_id)
                 .where(s.run_models.c.run_id == run_id)
@@ -436,7 +451,7 @@ class Store:
         )
         seen: dict[str, str] = {}
         shared = seen.setdefault
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             result = conn.execution_options(stream_results=True, yield_per=10000).execute(q)
             for scenario, family, block, condition, outcome in result:
                 yield (
@@ -448,7 +463,7 @@ class Store:
                 )
 
     def count_rows(self, table: str) -> int:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(
                 conn.execute(
                     text(f"SELECT count(*) FROM {s.metadata.tables[table].name}")
@@ -458,52 +473,3 @@ class Store:
 
 def model_id(cache_key: Mapping[str, Any]) -> str:
     return content_hash(dict(cache_key))
-
-
-def _trial_dict(r: TrialRow, ts: str) -> dict[str, Any]:
-    return {
-        "id": r.trial_id,
-        "model_id": r.model_id,
-        "block_id": r.block_id,
-        "scenario_hash": r.scenario_hash,
-        "scenario_id": r.scenario_id,
-        "family": r.family,
-        "condition": r.condition,
-        "audit_probability": r.audit_probability,
-        "cue_index": r.cue_index,
-        "epoch": r.epoch,
-        "factors_json": r.factors_json,
-        "choice_order_json": r.choice_order_json,
-        "aligned": r.aligned,
-        "defect": r.defect,
-        "prompt_hash": r.prompt_hash,
-        "seed": r.seed,
-        "created_at": ts,
-    }
-
-
-def _response_dict(r: TrialRow, ts: str) -> dict[str, Any]:
-    return {
-        "trial_id": r.trial_id,
-        "text": r.text,
-        "raw": r.raw,
-        "choice_probs_json": r.choice_probs_json,
-        "model_reported": r.model_reported,
-        "usage_json": r.usage_json,
-        "error_kind": r.error_kind,
-        "error": r.error,
-        "attempts": r.attempts,
-        "latency_ms": r.latency_ms,
-        "created_at": ts,
-    }
-
-
-def _outcome_dict(r: TrialRow, ts: str) -> dict[str, Any]:
-    return {
-        "trial_id": r.trial_id,
-        "outcome": r.outcome,
-        "choice": r.choice,
-        "label": r.label,
-        "method": r.method,
-        "scored_at": ts,
-    }

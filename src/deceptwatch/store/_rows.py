@@ -1,0 +1,200 @@
+"""What the store writes for one finished trial, and the fast path that writes it.
+
+`TrialRow` is the record; the ``*_dict`` and ``*_tuple`` functions give its part for each
+table (the tuples in the table's column order, for the driver). `FastInsert` writes tuples
+with the driver's own ``executemany`` and ``INSERT ... ON CONFLICT``, which SQLite (3.24+)
+and PostgreSQL share, so that no per-row work happens in SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+from sqlalchemy import Connection, Table
+
+
+@dataclass(frozen=True, slots=True)
+class TrialRow:
+    """Everything written for one finished trial."""
+
+    trial_id: str
+    model_id: str
+    block_id: str
+    scenario_hash: str
+    scenario_id: str
+    family: str
+    condition: str
+    audit_probability: float | None
+    cue_index: int
+    epoch: int
+    factors_json: str
+    choice_order_json: str
+    aligned: str
+    defect: str
+    prompt_hash: str
+    messages_json: str
+    seed: int
+    text: str | None
+    raw: str | None
+    choice_probs_json: str | None
+    model_reported: str | None
+    usage_json: str | None
+    error_kind: str | None
+    error: str | None
+    attempts: int
+    latency_ms: float
+    outcome: str
+    choice: str | None
+    label: str | None
+    method: str
+
+
+def trial_dict(r: TrialRow, ts: str) -> dict[str, Any]:
+    return {
+        "id": r.trial_id,
+        "model_id": r.model_id,
+        "block_id": r.block_id,
+        "scenario_hash": r.scenario_hash,
+        "scenario_id": r.scenario_id,
+        "family": r.family,
+        "condition": r.condition,
+        "audit_probability": r.audit_probability,
+        "cue_index": r.cue_index,
+        "epoch": r.epoch,
+        "factors_json": r.factors_json,
+        "choice_order_json": r.choice_order_json,
+        "aligned": r.aligned,
+        "defect": r.defect,
+        "prompt_hash": r.prompt_hash,
+        "seed": r.seed,
+        "created_at": ts,
+    }
+
+
+def response_dict(r: TrialRow, ts: str) -> dict[str, Any]:
+    return {
+        "trial_id": r.trial_id,
+        "text": r.text,
+        "raw": r.raw,
+        "choice_probs_json": r.choice_probs_json,
+        "model_reported": r.model_reported,
+        "usage_json": r.usage_json,
+        "error_kind": r.error_kind,
+        "error": r.error,
+        "attempts": r.attempts,
+        "latency_ms": r.latency_ms,
+        "created_at": ts,
+    }
+
+
+def outcome_dict(r: TrialRow, ts: str) -> dict[str, Any]:
+    return {
+        "trial_id": r.trial_id,
+        "outcome": r.outcome,
+        "choice": r.choice,
+        "label": r.label,
+        "method": r.method,
+        "scored_at": ts,
+    }
+
+
+# The columns of ``trials``, ``responses`` and ``outcomes`` but the last (the time of writing),
+# read off a TrialRow in table order in one C call each.
+_TRIAL_FIELDS = attrgetter(
+    "trial_id",
+    "model_id",
+    "block_id",
+    "scenario_hash",
+    "scenario_id",
+    "family",
+    "condition",
+    "audit_probability",
+    "cue_index",
+    "epoch",
+    "factors_json",
+    "choice_order_json",
+    "aligned",
+    "defect",
+    "prompt_hash",
+    "seed",
+)
+_RESPONSE_FIELDS = attrgetter(
+    "trial_id",
+    "text",
+    "raw",
+    "choice_probs_json",
+    "model_reported",
+    "usage_json",
+    "error_kind",
+    "error",
+    "attempts",
+    "latency_ms",
+)
+_OUTCOME_FIELDS = attrgetter("trial_id", "outcome", "choice", "label", "method")
+
+
+def trial_tuple(r: TrialRow, ts: str) -> tuple[Any, ...]:
+    """`trial_dict` as a tuple, in the column order of ``trials``."""
+    return (*_TRIAL_FIELDS(r), ts)
+
+
+def response_tuple(r: TrialRow, ts: str) -> tuple[Any, ...]:
+    return (*_RESPONSE_FIELDS(r), ts)
+
+
+def outcome_tuple(r: TrialRow, ts: str) -> tuple[Any, ...]:
+    return (*_OUTCOME_FIELDS(r), ts)
+
+
+_STATEMENTS: dict[tuple[str, str, bool], str] = {}  # (dialect, table, replace) -> SQL
+
+
+class FastInsert:
+    """``INSERT ... ON CONFLICT`` statements in the driver's own parameter style, run with
+    the driver's ``executemany`` on tuples. SQLite (3.24+) and PostgreSQL share the syntax.
+    Rows must not repeat a key within one call (PostgreSQL refuses to update a row twice in
+    one statement); `write_trials` removes repeats first."""
+
+    def __init__(self, dialect: Any, marker: str) -> None:
+        self.dialect = dialect
+        self.marker = marker
+
+    @classmethod
+    def for_connection(cls, conn: Connection) -> FastInsert | None:
+        dialect = conn.dialect
+        if dialect.name not in ("sqlite", "postgresql"):
+            return None  # pragma: no cover
+        style = dialect.paramstyle
+        if style == "qmark":
+            return cls(dialect, "?")
+        if style in ("format", "pyformat"):
+            return cls(dialect, "%s")
+        return None  # pragma: no cover - a driver with another style: the generic path
+
+    def sql(self, table: Table, replace: bool) -> str:
+        key = (self.dialect.name, table.name, replace)
+        statement = _STATEMENTS.get(key)
+        if statement is None:
+            q = self.dialect.identifier_preparer.quote
+            cols = [c.name for c in table.columns]
+            keys = [c.name for c in table.primary_key.columns]
+            if replace:
+                sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in cols if c not in keys)
+                action = f"DO UPDATE SET {sets}"
+            else:
+                action = "DO NOTHING"
+            statement = (
+                f"INSERT INTO {q(table.name)} ({', '.join(q(c) for c in cols)}) "
+                f"VALUES ({', '.join([self.marker] * len(cols))}) "
+                f"ON CONFLICT ({', '.join(q(k) for k in keys)}) {action}"
+            )
+            _STATEMENTS[key] = statement
+        return statement
+
+    def insert(
+        self, conn: Connection, table: Table, rows: list[tuple[Any, ...]], replace: bool = False
+    ) -> None:
+        if rows:
+            conn.exec_driver_sql(self.sql(table, replace), rows)

@@ -1,0 +1,112 @@
+"""The ``openai:`` backend on its own, over real HTTP to servers in this process.
+
+The request body is built from a template (everything but the messages and the seed is
+encoded once) and, when the runner has it, from the trial's canonical messages JSON: it
+must say what the plain encoding says. Replies are classified for the runner's retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from deceptwatch._errors import BackendError
+from deceptwatch._ids import canonical_json
+from deceptwatch.backends import GenerateRequest, GenerateResponse, GenerationConfig, get_backend
+from deceptwatch.scenarios import load_suite
+from deceptwatch.testing.openai_stub import make_app, serve_in_thread
+
+MESSAGES = (
+    {"role": "system", "content": 'You are "careful". Ünïcode \u2028 and \\ too.'},
+    {"role": "user", "content": "Pick one.\n(A) Yes\n(B) No"},
+)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [GenerationConfig(), GenerationConfig(temperature=0.7, max_tokens=9, logprobs=True)],
+)
+@pytest.mark.parametrize(
+    "options", [{}, {"send_seed": "false", "max_tokens_field": "max_completion_tokens"}]
+)
+def test_body_from_the_template_says_what_the_plain_encoding_says(
+    config: GenerationConfig, options: dict[str, str]
+) -> None:
+    backend = get_backend("openai:gpt-x", {"base_url": "http://127.0.0.1:9/v1", **options})
+    plain = GenerateRequest(MESSAGES, (), config, 1234, "t")
+    pre = GenerateRequest(MESSAGES, (), config, 1234, "t", {}, canonical_json(list(MESSAGES)))
+    a = json.loads(backend._body(plain))  # type: ignore[attr-defined]
+    b = json.loads(backend._body(pre))  # type: ignore[attr-defined]
+    assert a == b
+    expected: dict[str, Any] = {
+        "model": "gpt-x",
+        "messages": [dict(m) for m in MESSAGES],
+        "temperature": config.temperature,
+        options.get("max_tokens_field", "max_tokens"): config.max_tokens,
+    }
+    if not options:
+        expected["seed"] = 1234
+    if config.logprobs:
+        expected |= {"logprobs": True, "top_logprobs": config.top_logprobs}
+    assert a == expected
+
+
+def _generate(url: str, request: GenerateRequest) -> GenerateResponse:
+    async def go() -> GenerateResponse:
+        backend = get_backend("openai:stub", {"base_url": url, "timeout": "10"})
+        try:
+            return await backend.generate(request)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
+def test_a_round_trip_to_the_stub_reads_text_model_and_usage() -> None:
+    app = make_app(load_suite("core"), "instant")
+    with serve_in_thread(app) as url:
+        reply = _generate(url, GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t"))
+    assert reply.text == "(A)"
+    assert reply.model == "stub"
+    assert reply.usage == {"prompt_tokens": 0, "completion_tokens": 3, "total_tokens": 3}
+    assert reply.raw is not None
+    assert json.loads(reply.raw)["choices"]
+
+
+def _app(status: int, body: bytes, headers: dict[str, str] | None = None) -> Any:
+    from aiohttp import web
+
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(status=status, body=body, headers=headers or {})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "kind", "retryable", "retry_after"),
+    [
+        (429, b'{"error": {"message": "slow down"}}', {"Retry-After": "7"}, "http_429", True, 7.0),
+        (503, b"busy", {}, "http_503", True, None),
+        (400, b'{"error": {"message": "bad"}}', {}, "http_400", False, None),
+        (200, b"not json", {}, "malformed_json", True, None),
+        (200, b'{"choices": []}', {}, "empty_choices", True, None),
+    ],
+)
+def test_failed_replies_are_classified_for_the_runner(
+    status: int,
+    body: bytes,
+    headers: dict[str, str],
+    kind: str,
+    retryable: bool,
+    retry_after: float | None,
+) -> None:
+    with serve_in_thread(_app(status, body, headers)) as url, pytest.raises(BackendError) as caught:
+        _generate(url, GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t"))
+    err = caught.value
+    assert (err.kind, err.retryable, err.retry_after) == (kind, retryable, retry_after)
+    assert err.raw == body.decode()
