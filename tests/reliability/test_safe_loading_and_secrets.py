@@ -308,14 +308,6 @@ def test_api_key_never_reaches_a_postgresql_store(pg_url: str, tmp_path: Path) -
     assert _leaks(proc.stdout + proc.stderr, KEY) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backend bug (backends/_openai.py, not editable here): the body of a failed call is "
-    "kept verbatim (responses.raw) and quoted in the error message (responses.error, the "
-    "report's message, stderr); a server or proxy that echoes the Authorization header "
-    "thereby writes the API key into the store. The backend should redact its own key from "
-    "every text it returns",
-)
 def test_api_key_echoed_by_a_failing_server_is_not_recorded(tmp_path: Path) -> None:
     records = load_suites(["core"])
     config = _server_config(rates={"http_500": 1.0}, echo_key_in_errors=True)

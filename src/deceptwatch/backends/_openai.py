@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from deceptwatch._errors import BackendError, InputError
 from deceptwatch.backends._base import (
@@ -101,8 +103,15 @@ class OpenAIBackend(BaseBackend):
                 hint=f"known options: {', '.join(sorted(_KNOWN_OPTIONS))}",
             )
         base = opts.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        if not base.startswith(("http://", "https://")):
-            raise InputError(f"base_url {base!r} is not an http(s) URL")
+        try:
+            host = urlsplit(base).hostname
+        except ValueError:
+            host = None
+        if not base.startswith(("http://", "https://")) or not host:
+            raise InputError(
+                f"base_url {base!r} is not an http(s) URL with a host",
+                hint="e.g. -o base_url=http://127.0.0.1:8000/v1",
+            )
         self.base_url = base.rstrip("/")
         self.public_url = redact_url(self.base_url)
         self._api_key = opts.get("api_key") or os.environ.get("OPENAI_API_KEY") or ""
@@ -111,6 +120,16 @@ class OpenAIBackend(BaseBackend):
             self._max_connections = int(opts.get("max_connections", "0"))
         except ValueError:
             raise InputError("openai options timeout and max_connections must be numbers") from None
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise InputError(
+                f"openai option timeout={opts.get('timeout')!r} must be a positive number of seconds",
+                hint="e.g. -o timeout=60",
+            )
+        if self._max_connections < 0:
+            raise InputError(
+                "openai option max_connections must be 0 (as many as --concurrency) or more",
+                hint="e.g. -o max_connections=64",
+            )
         self.send_seed = opts.get("send_seed", "true").lower() in ("1", "true", "yes")
         self.max_tokens_field = opts.get("max_tokens_field", "max_tokens")
         self._url = f"{self.base_url}/chat/completions"
@@ -118,6 +137,12 @@ class OpenAIBackend(BaseBackend):
         self._limit = 64
         self._head_for: GenerationConfig | None = None
         self._head_text = ""
+
+    def _redact(self, text: str) -> str:
+        """`text` with this backend's API key replaced by ``[redacted]``."""
+        if len(self._api_key) >= 8 and self._api_key in text:
+            return text.replace(self._api_key, "[redacted]")
+        return text
 
     def cache_key(self) -> dict[str, Any]:
         return {"spec": self.spec, "base_url": self.public_url}
@@ -204,7 +229,9 @@ class OpenAIBackend(BaseBackend):
             raise BackendError(
                 f"HTTP client error: {exc}", kind="client_error", retryable=True
             ) from None
-        raw = raw_bytes.decode("utf-8", errors="replace")
+        # A server or proxy may echo the Authorization header (e.g. in a 401 or 500 body):
+        # nothing derived from a reply may carry the key into the store, report or logs.
+        raw = self._redact(raw_bytes.decode("utf-8", errors="replace"))
         if status != 200:
             retryable = status in RETRYABLE_STATUS or status >= 500
             raise BackendError(

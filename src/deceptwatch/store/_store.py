@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
 from deceptwatch._errors import InputError
 from deceptwatch._ids import canonical_json, content_hash
@@ -50,16 +50,31 @@ def default_db_path() -> Path:
 def resolve_db_url(db: str | None) -> str:
     """A SQLAlchemy URL from ``--db`` (URL or path), ``$DECEPTWATCH_DB``, or the default path."""
     value = db or os.environ.get(DB_ENV) or str(default_db_path())
+    if "\x00" in value:
+        raise InputError("--db holds a NUL character", hint="give a path or a database URL")
     if "://" in value:
         try:
-            make_url(value)
-        except ArgumentError:
+            url = make_url(value)
+        except (ArgumentError, ValueError):  # ValueError: e.g. a malformed IPv6 host
             raise InputError(
                 f"--db {value!r} is not a valid database URL",
                 hint="use a path, or a URL such as sqlite:///runs.db or "
                 "postgresql+psycopg://user@host:5432/name",
             ) from None
+        if url.get_backend_name() == "sqlite" and (
+            url.host or url.database in (None, "", ":memory:")
+        ):
+            raise InputError(
+                f"--db {value!r} does not name a SQLite file",
+                hint="an in-memory store would lose every trial; give a file: sqlite:///runs.db "
+                "(three slashes, then the path) or just the path",
+            )
         return value
+    if value == ":memory:":
+        raise InputError(
+            "--db ':memory:' would keep the store in memory and lose every trial",
+            hint="give a file path, e.g. --db runs.db",
+        )
     return f"sqlite:///{Path(value).expanduser()}"
 
 
@@ -160,7 +175,7 @@ class Store:
                     )
                     applied_now.append(m.version)
                 newer = [v for v in done if v > s.SCHEMA_VERSION]
-        except OperationalError as exc:
+        except DatabaseError as exc:  # OperationalError, or e.g. 'file is not a database'
             raise InputError(
                 f"cannot open the store at {self.engine.url.render_as_string(hide_password=True)}: "
                 f"{exc.orig}",
