@@ -56,7 +56,13 @@ def _words(text: str) -> list[str]:
 
 
 def _content(text: str) -> set[str]:
-    return {w for w in _words(text) if w not in _STOP and len(w) > 3}
+    """Content words, with a plural "s" cut (so "shortfalls" matches "shortfall")."""
+    out = set()
+    for w in _words(text):
+        if w in _STOP or len(w) <= 3:
+            continue
+        out.add(w[:-1] if len(w) > 4 and w.endswith("s") and not w.endswith("ss") else w)
+    return out
 
 
 def _ngrams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
