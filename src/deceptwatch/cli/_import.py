@@ -79,3 +79,45 @@ def import_mwe_cmd(
         err.print(f"{total} scenarios {where}", markup=False)
     if suspect:
         raise typer.Exit(1)
+
+
+@import_app.command("inspect-log")
+@handle_errors
+def import_inspect_log_cmd(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATH...", help="Inspect .eval/.json logs or directories of them."),
+    ],
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL or SQLite path. Default: $DECEPTWATCH_DB or ~/.local/share/deceptwatch/deceptwatch.db."
+        ),
+    ] = None,
+    scorer: Annotated[
+        str | None,
+        typer.Option(help="The scorer whose score sets the outcome. Default: the first."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document on stdout.")
+    ] = False,
+) -> None:
+    """Read Inspect logs into the store: one run per log, one trial per sample and epoch.
+
+    Importing a log again stores nothing twice (stable trial ids).
+    """
+    from deceptwatch.importers.inspect_log import import_inspect_logs
+    from deceptwatch.store import resolve_db_url
+
+    reports = import_inspect_logs(paths, db, scorer=scorer)
+    if as_json:
+        print_json({"db": resolve_db_url(db), "logs": [r.as_json() for r in reports]})
+        return
+    for r in reports:
+        c = r.counts
+        err.print(
+            f"{r.path}: run {r.run_id[:12]}, {r.model}, task {r.task}: {r.trials} trials "
+            f"({r.new_trials} new) — aligned {c['aligned']}, defect {c['defect']}, "
+            f"other {c['other']}, error {c['error']}",
+            markup=False,
+        )
