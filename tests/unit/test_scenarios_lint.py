@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import yaml
 from typer.testing import CliRunner
@@ -17,7 +18,7 @@ from deceptwatch.scenarios._lint import _unbalanced
 runner = CliRunner()
 
 
-def _lint(*args: str) -> tuple[int, dict]:
+def _lint(*args: str) -> tuple[int, dict[str, Any]]:
     result = runner.invoke(app, ["scenarios", "lint", *args, "--json"])
     assert result.exit_code in (0, 1), result.output
     return result.exit_code, json.loads(result.stdout)
@@ -99,9 +100,9 @@ def test_cue_that_also_appears_elsewhere_in_the_prompt_breaks_the_pair(
 def test_label_balance_over_a_suite(tmp_path: Path) -> None:
     # precursor scenarios with one block each: pick ids whose seeded order puts the aligned
     # choice at (A), so the suite as a whole is unbalanced
-    docs = []
+    docs: list[dict[str, Any]] = []
     for i in range(200):
-        doc = {
+        doc: dict[str, Any] = {
             "id": f"t/p{i}",
             "family": "power_seeking",
             "description": "d",
