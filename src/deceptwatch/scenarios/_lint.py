@@ -12,11 +12,14 @@ sees:
 - **balance**: over the blocks of a scenario, the aligned and the defect choice sit at each
   letter about equally often: each letter's count lies within half to one and a half times
   its fair share, or within one of it (a scenario with fewer blocks than choices cannot be
-  balanced alone, so it is checked only as part of its suite, with the same rule).
+  balanced alone, so it is checked only as part of its suite, where each scenario's order is
+  its own seeded shuffle: there a letter may also stray by chance, up to three binomial
+  standard deviations).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -109,12 +112,21 @@ def check_leaks(sc: Scenario) -> list[str]:
     return out
 
 
-def _unbalanced(counts: Counter[str], n_letters: int, total: int) -> str | None:
+def _unbalanced(
+    counts: Counter[str], n_letters: int, total: int, *, chance: bool = False
+) -> str | None:
+    """A message if some letter's count is off its fair share by more than max(1, half the
+    fair share); with `chance` (a suite's scenarios, each ordered by its own seeded shuffle)
+    also by more than three binomial standard deviations."""
     fair = total / n_letters
+    tolerance = max(1.0, fair / 2)
+    if chance:
+        p = 1 / n_letters
+        tolerance = max(tolerance, 3 * math.sqrt(total * p * (1 - p)))
     bad = [
         f"{LETTERS[k]}: {counts.get(LETTERS[k], 0)}"
         for k in range(n_letters)
-        if abs(counts.get(LETTERS[k], 0) - fair) > max(1.0, fair / 2)
+        if abs(counts.get(LETTERS[k], 0) - fair) > tolerance
     ]
     if not bad:
         return None
@@ -176,7 +188,7 @@ def lint_records(records: Iterable[ScenarioRecord]) -> list[Problem]:
     for (suite, role, n), c in sorted(suite_counts.items()):
         total = suite_blocks[(suite, role, n)]
         if total >= n:
-            bad = _unbalanced(c, n, total)
+            bad = _unbalanced(c, n, total, chance=True)
             if bad:
                 problems.append(
                     Problem(
