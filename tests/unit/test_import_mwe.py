@@ -318,3 +318,15 @@ def test_yaml_output_has_no_aliases(tmp_path: Path) -> None:
     assert [d["id"].rsplit("/", 2)[1:] for d in docs] == [
         ["coordinate-x", f"0000{i}"] for i in (1, 2, 3)
     ]
+
+
+def test_without_out_it_only_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _write_jsonl(tmp_path / "coordinate-x.jsonl", [GOOD, GOOD, GOOD])
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["import", "mwe", str(src), "--json"])
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)["files"]
+    assert report["output"] is None
+    assert report["imported"] == 3
+    assert report["status"] == "ok"  # all three matching answers read "Yes"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["coordinate-x.jsonl"]

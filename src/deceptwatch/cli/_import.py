@@ -74,6 +74,8 @@ def import_mwe_cmd(
                 )
             if r.output:
                 err.print(f"  wrote {r.imported} scenarios to {r.output}", markup=False)
+            elif r.status != "suspect":
+                err.print(f"  would import {r.imported} scenarios", markup=False)
         total = sum(r.imported for r in reports)
         where = f"in {out}" if out else "(report only: pass --out DIR to write)"
         err.print(f"{total} scenarios {where}", markup=False)

@@ -135,11 +135,11 @@ class FileReport:
     reason: str = ""
     output: str | None = None
     skipped: list[tuple[int, str]] = field(default_factory=list)
-    questions: list[Question] = field(default_factory=list, repr=False)
 
     @property
     def imported(self) -> int:
-        return self.records - len(self.skipped) if self.output else 0
+        """Scenarios written (or, in a dry run, that would be): none for a suspect file."""
+        return 0 if self.status == "suspect" else self.records - len(self.skipped)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -337,7 +337,7 @@ def _scenarios(
         how = (
             "flipped: the not-matching answer is the defect"
             if flip
-            else ("the matching answer is the defect")
+            else "the matching answer is the defect"
         )
         out.append(
             {
@@ -460,7 +460,10 @@ def import_mwe(
             raise InputError(f"{f}: the converted scenarios do not validate:\n{exc}") from None
         report.output = name
         rendered.append((report, text))
-    if out_dir is not None and rendered:
+    if out_dir is None:
+        for report, _ in rendered:
+            report.output = None  # a dry run: nothing written
+    elif rendered:
         _write_all(Path(out_dir), rendered)
     return reports
 
