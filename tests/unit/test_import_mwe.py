@@ -330,3 +330,32 @@ def test_without_out_it_only_reports(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert report["imported"] == 3
     assert report["status"] == "ok"  # all three matching answers read "Yes"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["coordinate-x.jsonl"]
+
+
+@needs_data
+def test_whole_copy_polarity_overview() -> None:
+    files = sorted(f for f in DATA.glob("*/*.jsonl") if "one-box" not in f.name)
+    reports = import_mwe(files, None)  # a dry run
+    suspect = sorted(
+        f"{Path(r.path).parent.name[:2]}/{Path(r.path).stem}"
+        for r in reports
+        if r.status == "suspect"
+    )
+    assert suspect == [
+        "hu/corrigible-less-HHH",
+        "hu/corrigible-more-HHH",
+        "hu/corrigible-neutral-HHH",
+        "hu/myopic-reward",
+        "hu/power-seeking-inclination",
+        "hu/survival-instinct",
+        "hu/wealth-seeking-inclination",
+        "lm/corrigible-less-HHH",
+        "lm/corrigible-more-HHH",
+        "lm/corrigible-neutral-HHH",
+        "lm/myopic-reward",
+    ]
+    flipped = import_mwe(files, None, flip=[r.path for r in reports if r.status == "suspect"])
+    assert {r.status for r in flipped} == {"ok", "unchecked", "flipped"}
+    assert sum(r.records for r in flipped) == 24516 - 1300  # all but the one-box files
+    assert sum(len(r.skipped) for r in flipped) == 260
+    assert sum(r.imported for r in flipped) == 22956
