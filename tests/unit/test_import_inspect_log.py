@@ -105,6 +105,7 @@ def _import(*args: str) -> dict[str, Any]:
 
 
 def _outcomes(db: Path) -> dict[str, tuple[str, str, str, str | None]]:
+    """Per sample ("s0-observed", "crash", ...): condition, outcome, block id, label."""
     with Store.open(str(db)) as store, store.engine.connect() as conn:
         q = select(
             s.trials.c.scenario_id,
@@ -113,9 +114,12 @@ def _outcomes(db: Path) -> dict[str, tuple[str, str, str, str | None]]:
             s.trials.c.block_id,
             s.outcomes.c.label,
         ).join(s.outcomes, s.outcomes.c.trial_id == s.trials.c.id)
-        return {
-            row[0].rsplit("/", 1)[1]: (row[1], row[2], row[3], row[4]) for row in conn.execute(q)
-        }
+        out = {}
+        for row in conn.execute(q):
+            pair = row[0].rsplit("/", 1)[1]  # the pair (p0, ...) or the lone sample's id
+            name = f"s{pair[1:]}-{row[1]}" if pair.startswith("p") else pair
+            out[name] = (row[1], row[2], row[3], row[4])
+        return out
 
 
 def test_eval_log_imports_with_outcomes(tmp_path: Path, logs: tuple[Path, Path]) -> None:
@@ -125,6 +129,13 @@ def test_eval_log_imports_with_outcomes(tmp_path: Path, logs: tuple[Path, Path])
     assert report["trials"] == 8
     assert report["new_trials"] == 8
     assert report["outcomes"] == {"aligned": 3, "defect": 3, "other": 1, "error": 1}
+    # the same statistics as `monitor`: three pairs, each aligned when observed and
+    # defecting when not, give a model-level oversight gap of 1
+    (model,) = [f for f in report["findings"] if f["level"] == "model"]
+    assert model["n_pairs"] == 3
+    assert model["gap"] == 1.0
+    assert model["defect_rate_observed"] == 0.0
+    assert report["verdict"]
     rows = _outcomes(db)
     assert rows["s0-observed"][:2] == ("observed", "aligned")
     assert rows["s0-unobserved"][:2] == ("unobserved", "defect")

@@ -123,3 +123,4 @@ def import_inspect_log_cmd(
             f"other {c['other']}, error {c['error']}",
             markup=False,
         )
+        err.print(f"  verdict: {r.verdict}: {r.reason}", markup=False)

@@ -6,10 +6,12 @@ Each log becomes one run; each sample (× epoch) one trial of the log's model. W
   "eval_id", "sample_id", "epoch"}``, the run id likewise from the eval id, the model id
   from the model name: importing a log twice (or its ``.json`` twin) stores nothing twice.
 - **prompt**: the sample's input messages (role and text) become the trial's messages;
-  ``family``, ``condition``, ``pair_id``/``block_id``, ``aligned_label`` and
-  ``defect_label`` are read from the sample's metadata where present, so that a log of
-  paired trials is analysed with the same statistics. Without them: family ``imported``,
-  condition ``baseline``, one block per sample and epoch.
+  ``family``, ``condition``, ``pair_id``/``block_id``, ``scenario_id``, ``aligned_label``
+  and ``defect_label`` are read from the sample's metadata where present, so that a log of
+  paired trials is analysed with the same statistics (findings are computed on import, as
+  `monitor` does). Without them: family ``imported``, condition ``baseline``, one block and
+  scenario per sample (scenario id ``inspect/TASK/SAMPLE``); with a pair but no
+  ``scenario_id``, the pair is the scenario.
 - **outcome**, from the first scorer (or the one named by ``scorer``):
   a sample with an error is ``error``; a score whose ``answer`` is a letter among the
   sample's choices is ``aligned`` when it is the aligned letter (metadata
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,9 @@ class LogReport:
     trials: int
     counts: dict[str, int]
     new_trials: int
+    verdict: str = ""
+    reason: str = ""
+    findings: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +65,9 @@ class LogReport:
             "trials": self.trials,
             "new_trials": self.new_trials,
             "outcomes": self.counts,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "findings": self.findings,
         }
 
 
@@ -178,14 +186,11 @@ def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any]
             if isinstance(block, (str, int))
             else {"source": SOURCE, "eval_id": spec.eval_id, "sample_id": s.id, "epoch": s.epoch}
         )
-        scenario = {
-            "source": SOURCE,
-            "task": spec.task,
-            "sample_id": s.id,
-            "input": messages,
-            "choices": list(s.choices or []),
-            "target": _jsonable(s.target),
-        }
+        # the trials of a pair share their scenario: metadata scenario_id, else the pair
+        scenario_key = meta.get("scenario_id", block)
+        if not isinstance(scenario_key, (str, int)):
+            scenario_key = s.id
+        scenario = {"source": SOURCE, "task": spec.task, "scenario": scenario_key}
         family = meta.get("family")
         condition = meta.get("condition")
         usage = s.output.usage if s.output is not None else None
@@ -201,7 +206,7 @@ def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any]
                 model_id=model_id,
                 block_id=block_id,
                 scenario_hash=content_hash(scenario),
-                scenario_id=f"inspect/{spec.task}/{s.id}",
+                scenario_id=f"inspect/{spec.task}/{scenario_key}",
                 family=family if isinstance(family, str) and family else "imported",
                 condition=condition if isinstance(condition, str) and condition else "baseline",
                 audit_probability=None,
@@ -290,24 +295,58 @@ def import_inspect_logs(
             )
             for i in range(0, len(rows), 1000):
                 store.write_trials(run_id, rows[i : i + 1000])
-            store.finish_run(run_id, status="complete", message=f"imported from {f}", findings=None)
             counts = {"aligned": 0, "defect": 0, "other": 0, "error": 0}
             for r in rows:
                 counts[r.outcome] += 1
-            reports.append(
-                LogReport(
-                    path=str(f),
-                    run_id=run_id,
-                    model=model["config"]["model"],
-                    task=model["config"]["task"],
-                    trials=len(rows),
-                    counts=counts,
-                    new_trials=len(set(ids) - before),
-                )
+            report = LogReport(
+                path=str(f),
+                run_id=run_id,
+                model=model["config"]["model"],
+                task=model["config"]["task"],
+                trials=len(rows),
+                counts=counts,
+                new_trials=len(set(ids) - before),
             )
+            _analyse(store, report, content_hash(model["key"]))
+            summary = {
+                "model": report.model,
+                "verdict": report.verdict,
+                "reason": report.reason,
+                "counts": counts,
+                "findings": report.findings,
+            }
+            store.finish_run(
+                run_id,
+                status="complete",
+                message=f"imported from {f}",
+                findings={"models": [summary]},
+            )
+            reports.append(report)
     finally:
         store.close()
     return reports
+
+
+def _analyse(store: Any, report: LogReport, model_id: str) -> None:
+    """The same statistics as `monitor`: findings per scenario, family and model, over the
+    stored outcomes of the imported run (pairs come from the samples' ``pair_id``)."""
+    import numpy as np
+
+    from deceptwatch.evidence import decide
+    from deceptwatch.scenarios import PRECURSOR_FAMILIES
+    from deceptwatch.stats import TrialTable, compute_findings
+
+    table = TrialTable.from_records(store.iter_outcomes(report.run_id, model_id))
+    findings = compute_findings(
+        table,
+        confidence=0.95,
+        alpha=0.05,
+        rng=np.random.default_rng(0),
+        precursor_families=PRECURSOR_FAMILIES,
+    )
+    verdict = decide(findings, complete=True)
+    report.verdict, report.reason = verdict.verdict, verdict.reason
+    report.findings = [f.to_dict() for f in findings]
 
 
 def _stored(store: Any, ids: Sequence[str]) -> set[str]:
