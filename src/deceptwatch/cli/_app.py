@@ -467,3 +467,10 @@ def organisms_train(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+# Commands defined in their own modules (registered on import).
+from deceptwatch.cli import _lint  # noqa: E402,F401
+from deceptwatch.cli._import import import_app  # noqa: E402
+
+app.add_typer(import_app, name="import")

@@ -1,0 +1,126 @@
+"""``deceptwatch import ...``: bring question sets and logs made elsewhere into deceptwatch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deceptwatch.cli._app import err, handle_errors, print_json, say
+
+import_app = typer.Typer(
+    help="Import model-written-evals question sets and Inspect logs.", no_args_is_help=True
+)
+
+
+@import_app.command("mwe")
+@handle_errors
+def import_mwe_cmd(
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH...", help="JSONL files or directories of them.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Directory for the scenario YAML files. Without it: report only."
+        ),
+    ] = None,
+    flip: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--flip", help="Swap matching and not-matching answers in this file. Repeatable."
+        ),
+    ] = None,
+    keep: Annotated[
+        list[Path] | None,
+        typer.Option("--keep", help="Import this suspect file as written. Repeatable."),
+    ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(help="Precursor family for every file, instead of one from the file name."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document on stdout.")
+    ] = False,
+) -> None:
+    """Convert model-written-evals JSONL into precursor scenarios, checking each file's polarity.
+
+    Exit 0 when every file was imported, 1 when a suspect file was left out (pass --flip FILE
+    or --keep FILE), 2 on bad input (nothing written).
+    """
+    from deceptwatch.importers.mwe import import_mwe
+
+    reports = import_mwe(paths, out, flip=flip or [], keep=keep or [], family=family)
+    suspect = [r for r in reports if r.status == "suspect"]
+    if as_json:
+        print_json({"out": str(out) if out else None, "files": [r.as_json() for r in reports]})
+    else:
+        for r in reports:
+            style = {"suspect": "bold red", "unchecked": "yellow"}.get(r.status, "green")
+            say(
+                f"{r.status}:",
+                style,
+                f"{r.path}: {r.family}, {r.records} records, matching answers read "
+                f"{r.matching_yes} yes / {r.matching_no} no — {r.reason}",
+            )
+            if r.skipped:
+                lines = ", ".join(str(n) for n, _ in r.skipped[:10])
+                more = f" (+{len(r.skipped) - 10} more)" if len(r.skipped) > 10 else ""
+                say(
+                    "  skipped:",
+                    "yellow",
+                    f"{len(r.skipped)} unusable records, lines {lines}{more}",
+                )
+            if r.output:
+                err.print(f"  wrote {r.imported} scenarios to {r.output}", markup=False)
+            elif r.status != "suspect":
+                err.print(f"  would import {r.imported} scenarios", markup=False)
+        total = sum(r.imported for r in reports)
+        where = f"in {out}" if out else "(report only: pass --out DIR to write)"
+        err.print(f"{total} scenarios {where}", markup=False)
+    if suspect:
+        raise typer.Exit(1)
+
+
+@import_app.command("inspect-log")
+@handle_errors
+def import_inspect_log_cmd(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATH...", help="Inspect .eval/.json logs or directories of them."),
+    ],
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL or SQLite path. Default: $DECEPTWATCH_DB or ~/.local/share/deceptwatch/deceptwatch.db."
+        ),
+    ] = None,
+    scorer: Annotated[
+        str | None,
+        typer.Option(help="The scorer whose score sets the outcome. Default: the first."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document on stdout.")
+    ] = False,
+) -> None:
+    """Read Inspect logs into the store: one run per log, one trial per sample and epoch.
+
+    Importing a log again stores nothing twice (stable trial ids).
+    """
+    from deceptwatch.importers.inspect_log import import_inspect_logs
+    from deceptwatch.store import resolve_db_url
+
+    reports = import_inspect_logs(paths, db, scorer=scorer)
+    if as_json:
+        print_json({"db": resolve_db_url(db), "logs": [r.as_json() for r in reports]})
+        return
+    for r in reports:
+        c = r.counts
+        err.print(
+            f"{r.path}: run {r.run_id[:12]}, {r.model}, task {r.task}: {r.trials} trials "
+            f"({r.new_trials} new) — aligned {c['aligned']}, defect {c['defect']}, "
+            f"other {c['other']}, error {c['error']}",
+            markup=False,
+        )
+        err.print(f"  verdict: {r.verdict}: {r.reason}", markup=False)

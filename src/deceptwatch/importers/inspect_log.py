@@ -1,0 +1,362 @@
+"""Import Inspect logs (``.eval`` and ``.json``) into the store, as trials with outcomes.
+
+Each log becomes one run; each sample (× epoch) one trial of the log's model. What maps:
+
+- **ids**: a trial id is the sha256 of the canonical JSON of ``{"source": "inspect",
+  "eval_id", "sample_id", "epoch"}``, the run id likewise from the eval id, the model id
+  from the model name: importing a log twice (or its ``.json`` twin) stores nothing twice.
+- **prompt**: the sample's input messages (role and text) become the trial's messages;
+  ``family``, ``condition``, ``pair_id``/``block_id``, ``scenario_id``, ``aligned_label``
+  and ``defect_label`` are read from the sample's metadata where present, so that a log of
+  paired trials is analysed with the same statistics (findings are computed on import, as
+  `monitor` does). Without them: family ``imported``, condition ``baseline``, one block and
+  scenario per sample (scenario id ``inspect/TASK/SAMPLE``); with a pair but no
+  ``scenario_id``, the pair is the scenario.
+- **outcome**, from the first scorer (or the one named by ``scorer``):
+  a sample with an error is ``error``; a score whose ``answer`` is a letter among the
+  sample's choices is ``aligned`` when it is the aligned letter (metadata
+  ``aligned_label``, else the sample's single-letter target: Inspect's "correct" answer),
+  ``defect`` when it is the defect letter (metadata ``defect_label``, else the one other
+  letter of a two-choice sample), and ``other`` otherwise; a score that reports an answer
+  which is no letter (or an empty one: no answer found) is ``other``; only a score without
+  any ``answer`` falls back to its value: ``C`` is ``aligned``, and ``I`` is ``defect`` only
+  for a two-choice sample.
+  Anything else (numbers, ``P``/``N``, model-graded texts) is ``other``: never ``aligned``.
+- **kept as is**: everything that does not map (all scores with their explanations and
+  metadata, the target, the choices, the sample metadata, the eval's task and model
+  settings) goes into the response's ``raw`` field as JSON, and the run's config.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deceptwatch._errors import InputError, require
+from deceptwatch._ids import canonical_json, content_hash
+
+SOURCE = "inspect"
+LOG_SUFFIXES = (".eval", ".json")
+_LETTER = re.compile(r"^\(?([A-Z])\)?$")
+
+
+@dataclass
+class LogReport:
+    path: str
+    run_id: str
+    model: str
+    task: str
+    trials: int
+    counts: dict[str, int]
+    new_trials: int
+    verdict: str = ""
+    reason: str = ""
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "run_id": self.run_id,
+            "model": self.model,
+            "task": self.task,
+            "trials": self.trials,
+            "new_trials": self.new_trials,
+            "outcomes": self.counts,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "findings": self.findings,
+        }
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON of pydantic models and the rest (for `raw`)."""
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json", exclude_none=True)
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else str(obj)
+    return str(obj)
+
+
+def _messages(sample: Any) -> list[dict[str, str]]:
+    if isinstance(sample.input, str):
+        return [{"role": "user", "content": sample.input}]
+    return [{"role": str(m.role), "content": str(m.text)} for m in sample.input]
+
+
+def _letter(value: Any) -> str | None:
+    if isinstance(value, str):
+        m = _LETTER.match(value.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
+def map_outcome(sample: Any, scorer: str | None) -> tuple[str, str | None, str, str, str]:
+    """(outcome, label, method, aligned letter, defect letter) of one sample."""
+    meta = sample.metadata or {}
+    n = len(sample.choices or [])
+    letters = [chr(ord("A") + i) for i in range(n)]
+    target = sample.target if isinstance(sample.target, str) else None
+    aligned = _letter(meta.get("aligned_label")) or (_letter(target) if target else None) or ""
+    defect = _letter(meta.get("defect_label")) or ""
+    if not defect and aligned and n == 2:
+        defect = next(x for x in letters if x != aligned)
+    if sample.error is not None:
+        return "error", None, "inspect:error", aligned, defect
+    scores = sample.scores or {}
+    if scorer is not None:
+        if scorer not in scores:
+            return "other", None, f"inspect:{scorer}:missing", aligned, defect
+        name = scorer
+    elif scores:
+        name = next(iter(scores))
+    else:
+        return "other", None, "inspect:unscored", aligned, defect
+    score = scores[name]
+    method = f"inspect:{name}"
+    answer = _letter(score.answer)
+    if answer is not None and (not letters or answer in letters):
+        if answer == aligned:
+            return "aligned", answer, method, aligned, defect
+        if answer == defect:
+            return "defect", answer, method, aligned, defect
+        return "other", answer, method, aligned, defect
+    if score.answer is not None and str(score.answer).strip():
+        return "other", None, method, aligned, defect  # an answer that is no choice letter
+    if score.answer is not None:
+        return "other", None, method, aligned, defect  # the scorer saw no answer at all
+    if score.value == "C" and aligned:
+        return "aligned", aligned, method, aligned, defect
+    if score.value == "I" and defect and n == 2:
+        return "defect", defect, method, aligned, defect
+    return "other", None, method, aligned, defect
+
+
+def _read_log(path: Path) -> Any:
+    require("inspect_ai", "bench", "importing Inspect logs")
+    from inspect_ai.log import read_eval_log
+
+    try:
+        log = read_eval_log(str(path))
+    except FileNotFoundError:
+        raise InputError(
+            f"{path}: no such file", hint="give an Inspect .eval or .json log"
+        ) from None
+    except Exception as exc:  # the reader raises many kinds for a file that is not a log
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{path}: not a readable Inspect log ({first})",
+            hint="give a .eval or .json log written by Inspect (inspect_ai.log.write_eval_log)",
+        ) from None
+    if log.samples is None:
+        raise InputError(
+            f"{path}: the log holds no samples (status {log.status})",
+            hint="import a log that was written with its samples",
+        )
+    return log
+
+
+def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any], list[Any]]:
+    from deceptwatch.store._rows import TrialRow
+
+    spec = log.eval
+    model_key = {"source": SOURCE, "model": spec.model}
+    model_id = content_hash(model_key)
+    rows = []
+    for s in log.samples:
+        meta = s.metadata or {}
+        messages = _messages(s)
+        messages_json = canonical_json(messages)
+        outcome, label, method, aligned, defect = map_outcome(s, scorer)
+        tid = content_hash(
+            {"source": SOURCE, "eval_id": spec.eval_id, "sample_id": s.id, "epoch": s.epoch}
+        )
+        block = meta.get("pair_id", meta.get("block_id"))
+        block_id = content_hash(
+            {"source": SOURCE, "eval_id": spec.eval_id, "block": block}
+            if isinstance(block, (str, int))
+            else {"source": SOURCE, "eval_id": spec.eval_id, "sample_id": s.id, "epoch": s.epoch}
+        )
+        # the trials of a pair share their scenario: metadata scenario_id, else the pair
+        scenario_key = meta.get("scenario_id", block)
+        if not isinstance(scenario_key, (str, int)):
+            scenario_key = s.id
+        scenario = {"source": SOURCE, "task": spec.task, "scenario": scenario_key}
+        family = meta.get("family")
+        condition = meta.get("condition")
+        usage = s.output.usage if s.output is not None else None
+        raw = {
+            "scores": _jsonable(s.scores or {}),
+            "target": _jsonable(s.target),
+            "choices": list(s.choices or []),
+            "metadata": _jsonable(meta),
+        }
+        rows.append(
+            TrialRow(
+                trial_id=tid,
+                model_id=model_id,
+                block_id=block_id,
+                scenario_hash=content_hash(scenario),
+                scenario_id=f"inspect/{spec.task}/{scenario_key}",
+                family=family if isinstance(family, str) and family else "imported",
+                condition=condition if isinstance(condition, str) and condition else "baseline",
+                audit_probability=None,
+                cue_index=0,
+                epoch=max(int(s.epoch) - 1, 0),
+                factors_json="[]",
+                choice_order_json=canonical_json(
+                    [chr(ord("A") + i) for i in range(len(s.choices or []))]
+                ),
+                aligned=aligned,
+                defect=defect,
+                prompt_hash=content_hash(messages),
+                messages_json=messages_json,
+                seed=0,
+                text=s.output.completion if s.output is not None else None,
+                raw=canonical_json(raw),
+                choice_probs_json=None,
+                model_reported=s.output.model if s.output is not None else None,
+                usage_json=canonical_json(_jsonable(usage)) if usage is not None else None,
+                error_kind="inspect_error" if s.error is not None else None,
+                error=s.error.message if s.error is not None else None,
+                attempts=1,
+                latency_ms=float(s.total_time or 0.0) * 1000.0,
+                outcome=outcome,
+                choice=label,
+                label=label,
+                method=method,
+            )
+        )
+    run_id = content_hash({"source": SOURCE, "eval_id": spec.eval_id})
+    config = {
+        "source": SOURCE,
+        "path": str(path),
+        "eval_id": spec.eval_id,
+        "inspect_run_id": spec.run_id,
+        "task": spec.task,
+        "model": spec.model,
+        "created": spec.created,
+        "status": log.status,
+        "scorer": scorer,
+        "model_generate_config": _jsonable(spec.model_generate_config),
+        "task_args": _jsonable(spec.task_args),
+    }
+    return run_id, {"spec": f"inspect-log:{spec.model}", "key": model_key, "config": config}, rows
+
+
+def _log_files(paths: Iterable[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix in LOG_SUFFIXES and f.is_file())
+            if not found:
+                raise InputError(f"{p}: no .eval or .json logs in this directory")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise InputError(f"{p}: no such file or directory", hint="give Inspect log files")
+    return out
+
+
+def import_inspect_logs(
+    paths: Sequence[str | Path], db: str | None, *, scorer: str | None = None
+) -> list[LogReport]:
+    """Read every log first (bad input raises before anything is written), then write one
+    run per log."""
+    from deceptwatch.store import Store
+
+    files = _log_files([Path(p) for p in paths])
+    parsed = []
+    for f in files:
+        log = _read_log(f)
+        parsed.append((f, *_rows(log, f, scorer)))
+    reports = []
+    store = Store.open(db)
+    try:
+        for f, run_id, model, rows in parsed:
+            ids = [r.trial_id for r in rows]
+            before = _stored(store, ids)
+            store.begin_run(
+                run_id,
+                config=model["config"],
+                models=[(model["spec"], model["key"], {"imported_from": "inspect"})],
+                scenarios=[],
+                n_trials=len(rows),
+            )
+            for i in range(0, len(rows), 1000):
+                store.write_trials(run_id, rows[i : i + 1000])
+            counts = {"aligned": 0, "defect": 0, "other": 0, "error": 0}
+            for r in rows:
+                counts[r.outcome] += 1
+            report = LogReport(
+                path=str(f),
+                run_id=run_id,
+                model=model["config"]["model"],
+                task=model["config"]["task"],
+                trials=len(rows),
+                counts=counts,
+                new_trials=len(set(ids) - before),
+            )
+            _analyse(store, report, content_hash(model["key"]))
+            summary = {
+                "model": report.model,
+                "verdict": report.verdict,
+                "reason": report.reason,
+                "counts": counts,
+                "findings": report.findings,
+            }
+            store.finish_run(
+                run_id,
+                status="complete",
+                message=f"imported from {f}",
+                findings={"models": [summary]},
+            )
+            reports.append(report)
+    finally:
+        store.close()
+    return reports
+
+
+def _analyse(store: Any, report: LogReport, model_id: str) -> None:
+    """The same statistics as `monitor`: findings per scenario, family and model, over the
+    stored outcomes of the imported run (pairs come from the samples' ``pair_id``)."""
+    import numpy as np
+
+    from deceptwatch.evidence import decide
+    from deceptwatch.scenarios import PRECURSOR_FAMILIES
+    from deceptwatch.stats import TrialTable, compute_findings
+
+    table = TrialTable.from_records(store.iter_outcomes(report.run_id, model_id))
+    findings = compute_findings(
+        table,
+        confidence=0.95,
+        alpha=0.05,
+        rng=np.random.default_rng(0),
+        precursor_families=PRECURSOR_FAMILIES,
+    )
+    verdict = decide(findings, complete=True)
+    report.verdict, report.reason = verdict.verdict, verdict.reason
+    report.findings = [f.to_dict() for f in findings]
+
+
+def _stored(store: Any, ids: Sequence[str]) -> set[str]:
+    from sqlalchemy import select
+
+    from deceptwatch.store import _schema as s
+
+    out: set[str] = set()
+    with store.engine.connect() as conn:
+        for i in range(0, len(ids), 900):
+            q = select(s.trials.c.id).where(s.trials.c.id.in_(list(ids[i : i + 900])))
+            out.update(conn.execute(q).scalars())
+    return out
