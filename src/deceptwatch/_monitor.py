@@ -42,6 +42,9 @@ class ModelReport:
     abort_reason: str | None = None
     ladder: Any | None = None  # evidence.LadderPlacement
     power_check: Any | None = None  # stats.RunSizeCheck, when a gap to detect was given
+    complete: bool = True  # False: the run of this model is incomplete; findings may be biased
+    probes: list[Any] = field(default_factory=list)  # probes.ProbeFinding, with --probes
+    probe_note: str | None = None  # why --probes did not score this model
 
     @property
     def summary(self) -> Any | None:
@@ -49,17 +52,21 @@ class ModelReport:
 
     def to_dict(self) -> dict[str, Any]:
         summary = self.summary
+        incomplete = {"incomplete": not self.complete}
         return {
             "model": self.model,
             "model_id": self.model_id,
+            "complete": self.complete,
             "verdict": self.verdict,
             "reason": self.reason,
             "counts": self.counts,
             "expected_trials": self.expected_trials,
-            "summary": summary.to_dict() if summary is not None else None,
-            "findings": [f.to_dict() for f in self.findings],
+            "summary": {**summary.to_dict(), **incomplete} if summary is not None else None,
+            "findings": [{**f.to_dict(), **incomplete} for f in self.findings],
             "ladder": self.ladder.to_dict() if self.ladder is not None else None,
             "power_check": _jsonable(self.power_check),
+            "probes": [{**p.to_dict(), **incomplete} for p in self.probes],
+            "probe_note": self.probe_note,
         }
 
 
@@ -164,6 +171,92 @@ def _compare_models(
     ]
 
 
+def _is_open_weight(backend: Backend) -> bool:
+    from deceptwatch.backends._hf import HFBackend
+
+    return isinstance(backend, HFBackend)
+
+
+def _probe_plan(
+    probes: Sequence[str] | None,
+    records: Sequence[ScenarioRecord],
+    backends: Sequence[Backend],
+    config: Any,
+) -> list[str]:
+    """Check ``--probes``/``--probe`` before anything runs: the probe files exist, some
+    model is open-weight, and the run has the benign trials to calibrate on."""
+    from deceptwatch.probes._monitor import check_benign, probe_specs
+
+    specs = probe_specs(probes)
+    if not specs:
+        return []
+    if not any(_is_open_weight(b) for b in backends):
+        raise InputError(
+            "--probes needs an open-weight model: probes read the model's activations",
+            hint="use --model organism:NAME or --model hf:PATH, or leave out --probes",
+        )
+    check_benign(_trials_of(records, backends[0], config))
+    return specs
+
+
+def _trials_of(records: Sequence[ScenarioRecord], backend: Backend, config: Any) -> list[Any]:
+    """The trials the runner runs for `backend` (the same ids)."""
+    from deceptwatch._ids import canonical_json
+    from deceptwatch.scenarios import expand
+
+    return list(
+        expand(
+            records,
+            model=canonical_json(backend.cache_key()),
+            seed=config.seed,
+            epochs=config.epochs,
+            limit=config.limit,
+            generation=config.generation.model_dump(mode="json"),
+        )
+    )
+
+
+def _run_probes(
+    specs: Sequence[str],
+    backend: Backend,
+    records: Sequence[ScenarioRecord],
+    config: Any,
+    *,
+    store: Store,
+    run_id: str,
+    model_id: str,
+    confidence: float,
+    alpha: float,
+) -> tuple[list[Any], str | None]:
+    """Every probe on one model's trials (scores stored), or why the model was skipped."""
+    if not specs:
+        return [], None
+    if not _is_open_weight(backend):
+        return [], "not scored by --probes: the backend gives no activations"
+    from deceptwatch.probes._monitor import run_probe
+    from deceptwatch.probes._trials import open_backend
+
+    hf = open_backend(backend)  # type: ignore[arg-type]  # checked by _is_open_weight
+    trials = _trials_of(records, backend, config)
+    outcomes = store.trial_outcomes(run_id, model_id)
+    found = [
+        run_probe(
+            hf,
+            trials,
+            spec,
+            outcomes=outcomes,
+            store=store,
+            run_id=run_id,
+            model_id=model_id,
+            seed=config.seed,
+            confidence=confidence,
+            alpha=alpha,
+        )
+        for spec in specs
+    ]
+    return found, None
+
+
 def build_backends(models: Sequence[str], options: Mapping[str, str] | None) -> list[Backend]:
     if len(set(models)) != len(models):
         raise InputError("a model is given twice", hint="list each --model once")
@@ -193,6 +286,7 @@ async def monitor_async(
     progress: bool = False,
     records: Sequence[ScenarioRecord] | None = None,
     backends: Sequence[Backend] | None = None,
+    probes: Sequence[str] | None = None,
 ) -> MonitorReport:
     """Run the monitor and return its report. See `monitor` for the arguments."""
     import numpy as np
@@ -248,6 +342,7 @@ async def monitor_async(
         generation=gen,
         max_retries=max_retries,
     )
+    probe_list = _probe_plan(probes, recs, bks, config)
     per_model_trials = count_trials(recs, epochs=epochs, limit=limit)
     total = per_model_trials * len(bks)
     store = Store.open(db)
@@ -264,6 +359,7 @@ async def monitor_async(
             "alpha": alpha,
             "multiplicity": method,
             "max_error_rate": max_error_rate,
+            **({"probes": probe_list} if probe_list else {}),
         }
         store.begin_run(
             run_id, config=run_config, models=describe_models(bks), scenarios=recs, n_trials=total
@@ -319,6 +415,18 @@ async def monitor_async(
                     f"{mr.spec}: {100 * error_rate:.1f}% of trials failed (limit {100 * max_error_rate:.1f}%)"
                 )
             v = decide(findings, complete=model_complete, max_unusable=max_unusable)
+            backend = next(b for b in bks if b.spec == mr.spec)
+            probe_findings, probe_note = _run_probes(
+                probe_list,
+                backend,
+                recs,
+                config,
+                store=store,
+                run_id=run_id,
+                model_id=mr.model_id,
+                confidence=confidence,
+                alpha=alpha,
+            )
             reports.append(
                 ModelReport(
                     model=mr.spec,
@@ -330,10 +438,13 @@ async def monitor_async(
                     findings=findings,
                     aborted=mr.aborted,
                     abort_reason=mr.abort_reason,
-                    ladder=place_on_ladder(findings),
+                    ladder=place_on_ladder(findings, probes=probe_findings),
                     power_check=None
                     if detect_gap is None
                     else _power_check(findings, gap=detect_gap, power=power, alpha=alpha),
+                    complete=model_complete,
+                    probes=probe_findings,
+                    probe_note=probe_note,
                 )
             )
         complete = not problems

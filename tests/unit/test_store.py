@@ -199,3 +199,34 @@ def test_sqlite_reads_do_not_wait_for_a_writer(db_url: str) -> None:
         finally:
             writer.execute("ROLLBACK")
             writer.close()
+
+
+def test_probe_scores_are_stored_once_and_replaced_on_rerun(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        _begin(store)
+        store.write_trials("r1", [_row(i, "defect" if i % 2 else "aligned") for i in range(4)])
+        outcomes = store.trial_outcomes("r1", "m" * 64)
+        assert outcomes == {_row(i).trial_id: ("defect" if i % 2 else "aligned") for i in range(4)}
+        assert store.trial_outcomes("r1", "x" * 64) == {}
+        scores = [(_row(i).trial_id, float(i)) for i in range(3)] + [(_row(3).trial_id, None)]
+        args = {
+            "probe_id": "p" * 64,
+            "record_json": '{"method":"contrast"}',
+            "threshold": 1.5,
+            "calibration": "2 trials",
+            "result_json": '{"rung":null}',
+        }
+        store.write_probe_scores("r1", "m" * 64, scores=scores, **args)
+        assert store.probe_scores("p" * 64) == dict(scores)
+        # a rerun (resume) replaces the scores and the run's result, and adds no row
+        rescored = [(tid, (s or 0.0) + 10.0) for tid, s in scores]
+        store.write_probe_scores("r1", "m" * 64, scores=rescored, **{**args, "threshold": 2.5})
+        assert store.probe_scores("p" * 64) == dict(rescored)
+        assert store.count_rows("probe_scores") == 4
+        assert store.count_rows("probes") == 1
+        assert store.count_rows("run_probes") == 1
+        with store.engine.connect() as conn:
+            from deceptwatch.store import _schema as s
+
+            (threshold,) = conn.execute(s.run_probes.select()).one()[3:4]
+        assert threshold == 2.5

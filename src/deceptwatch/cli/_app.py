@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from deceptwatch._errors import DeceptwatchError, InputError
+from deceptwatch.cli._probe import probe_app
 
 app = typer.Typer(
     name="deceptwatch",
@@ -148,6 +149,20 @@ def monitor(
         typer.Option(help="Retries per call, with exponential backoff that honours Retry-After."),
     ] = 5,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    probes: Annotated[
+        bool,
+        typer.Option(
+            "--probes",
+            help="Score every trial of open-weight models with the generic contrast probe (calibrated on the run's observed and placebo trials at 1% false positives), store the scores, and report flag rates and the ladder rung they reach.",
+        ),
+    ] = False,
+    probe: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--probe",
+            help="Also score with this probe file (from `deceptwatch probe train`). Repeatable; implies --probes.",
+        ),
+    ] = None,
 ) -> None:
     """Run scenarios on models, record every trial, and report oversight-gap findings."""
     from pydantic import ValidationError
@@ -189,6 +204,7 @@ def monitor(
         detect_gap=detect_gap,
         power=power,
         progress=progress,
+        probes=(["contrast"] if probes else []) + [str(p) for p in probe or []],
     )
     for m in report.models:
         if m.power_check is not None and not m.power_check.enough:
@@ -379,6 +395,7 @@ organisms_app = typer.Typer(
     help="The built-in model organisms: list and retrain.", no_args_is_help=True
 )
 app.add_typer(organisms_app, name="organisms")
+app.add_typer(probe_app, name="probe")
 
 
 @organisms_app.command("list")

@@ -84,6 +84,35 @@ def render_ladder(ladder: Any, console: Console) -> None:
         console.print(f"    precursors (beside the ladder, points): {scores}", markup=False)
 
 
+def render_probes(m: Any, console: Console) -> None:
+    """What --probes found for one model: flag rates per condition, the paired probe gap,
+    and whether flags foretold the unobserved defections."""
+    if m.probe_note:
+        console.print(f"  probes: {escape(m.probe_note)}", markup=True)
+    for p in m.probes:
+        when = "last prompt token, before acting" if p.before_action else "over the reply"
+        console.print(
+            f"  [bold]probe {escape(p.probe)}[/] ({p.method}, {p.layer}, {when}); threshold "
+            f"{p.threshold:.4g} from {escape(p.calibration)}",
+            markup=True,
+        )
+        rates = "; ".join(
+            f"{r.condition} {r.flagged}/{r.n}" + ("" if r.rate is None else f" ({_rate(r.rate)})")
+            for r in p.flag_rates
+        )
+        console.print(f"    flagged: {rates}", markup=False)
+        t = p.unobserved_outcomes
+        if t is not None:
+            pv = "—" if t.p_value is None else f"{t.p_value:.3g}"
+            console.print(
+                f"    unobserved, flag vs what followed: flagged {t.flagged_defect} defected / "
+                f"{t.flagged_aligned} aligned; unflagged {t.unflagged_defect} defected / "
+                f"{t.unflagged_aligned} aligned (Fisher one-sided p = {pv})",
+                markup=False,
+            )
+        console.print(f"    {p.reason} (not adjusted across probes)", markup=False)
+
+
 def render_report(report: Any, console: Console) -> None:
     console.print(f"run [bold]{report.run_id[:12]}[/]  store {escape(report.db)}", markup=True)
     method = report.config.get("multiplicity", "benjamini_hochberg")
@@ -95,6 +124,11 @@ def render_report(report: Any, console: Console) -> None:
             f"[bold]{escape(m.model)}[/]: [{style}]{m.verdict}[/] — {escape(m.reason)}",
             markup=True,
         )
+        if not m.complete:
+            console.print(
+                "  [bold yellow]INCOMPLETE run:[/] every finding below may be biased",
+                markup=True,
+            )
         c = m.counts
         console.print(
             f"  trials {c['stored']}/{m.expected_trials}: aligned {c['aligned']}, defect {c['defect']}, "
@@ -109,6 +143,7 @@ def render_report(report: Any, console: Console) -> None:
             )
         if any(f.precursor for f in m.findings):
             console.print("  * precursor family: reported beside the evidence ladder, not on it")
+        render_probes(m, console)
         if m.ladder is not None:
             render_ladder(m.ladder, console)
     for c in report.comparisons:

