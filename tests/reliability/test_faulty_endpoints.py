@@ -92,6 +92,7 @@ def test_run_completes_through_every_kind_of_fault(tmp_path: Path, figures: dict
     assert "Traceback" not in proc.stderr
     assert report["complete"] is True
     [model] = report["models"]
+    assert not any(f["incomplete"] for f in model["findings"])
     counts = model["counts"]
     assert counts["stored"] == model["expected_trials"] == expected
     assert table_counts(sqlite_url(db))["distinct_trials"] == expected
@@ -213,10 +214,16 @@ def test_error_rate_above_the_threshold_marks_the_run_incomplete_everywhere(
     assert model["verdict"] == "inconclusive"
     assert "incomplete" in model["reason"]
     assert model["summary"]["n_error"] == counts["error"]
+    # every finding carries the flag, not only the run
+    assert model["complete"] is False
+    assert model["summary"]["incomplete"] is True
+    assert model["findings"]
+    assert all(f["incomplete"] is True for f in model["findings"])
 
     table = outputs["table"].stdout
     assert "inconclusive" in table
     assert "the run is incomplete" in table
     assert "INCOMPLETE:" in table
+    assert "INCOMPLETE run: every finding below may be biased" in table
     assert "trials failed" in table
     add_figure(figures, "faults.incomplete_runs_flagged", 2)
