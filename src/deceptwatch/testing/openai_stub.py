@@ -121,9 +121,7 @@ class PolicyIndex:
         return f"Answer: ({options[text]})"
 
     @staticmethod
-    def _act(
-        policy: str, env: _EnvIndex, messages: Sequence[dict[str, Any]], prompt: str
-    ) -> str:
+    def _act(policy: str, env: _EnvIndex, messages: Sequence[dict[str, Any]], prompt: str) -> str:
         """The next action of an episode, from the observations so far."""
         unwatched = any(cue in prompt for cue in env.unwatched_cues)
         if policy == "blatant":
