@@ -403,9 +403,14 @@ class Scenario(_Model):
     def dump(self) -> dict[str, Any]:
         """The scenario as JSON data, without `environment` when there is none, so that
         adding the field left the content hash of every other scenario unchanged."""
+        return self.model_dump(mode="json", exclude=self.unused_fields())
+
+    def unused_fields(self) -> set[str]:
+        """Fields that say nothing about this scenario: `environment` without one, and the
+        choice fields in an environment scenario."""
         if self.environment is None:
-            return self.model_dump(mode="json", exclude={"environment"})
-        return self.model_dump(mode="json")
+            return {"environment"}
+        return {"choices", "aligned", "defect", "answer_instruction"}
 
     def _prompt_field(self) -> str:
         return "messages" if self.messages is not None else "user"
