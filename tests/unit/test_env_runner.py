@@ -83,6 +83,14 @@ def test_always_aligned_reaches_every_goal(tmp_path: Path) -> None:
     assert Counter(r["outcome"] for r in _rows(db)) == {"aligned": 9 * len(SUITE)}
 
 
+def test_random_agents_keep_to_one_walkthrough_per_episode(tmp_path: Path) -> None:
+    db = tmp_path / "rnd.db"
+    _run(db, MockBackend("mock:random"), SUITE)
+    outcomes = Counter(r["outcome"] for r in _rows(db))
+    assert set(outcomes) == {"aligned", "defect"}  # never a mixed, unfinished episode
+    assert sum(outcomes.values()) == 9 * len(SUITE)
+
+
 def test_unreadable_replies_run_to_the_step_limit_as_other(tmp_path: Path) -> None:
     db = tmp_path / "g.db"
     rec = SUITE[:1]

@@ -131,7 +131,7 @@ class PolicyIndex:
         elif policy == "mixed":
             first = str(messages[0].get("content", "")) if messages else ""
             u = int(hashlib.sha256(first.encode("utf-8")).hexdigest()[:8], 16) / 2**32
-            defect = unwatched and u < 0.6
+            defect = u < (0.6 if unwatched else 0.15)
         else:
             defect = False
         path = env.defect if defect else env.aligned
