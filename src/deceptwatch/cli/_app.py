@@ -361,7 +361,9 @@ def scenarios_show(
     from deceptwatch.scenarios import expand, find_scenario
 
     record = find_scenario(scenario_id)
-    body = record.scenario.model_dump(mode="json", exclude_none=True)
+    body = record.scenario.model_dump(
+        mode="json", exclude_none=True, exclude=record.scenario.unused_fields()
+    )
     if as_json:
         print_json({"suite": record.suite, "content_hash": record.content_hash, "scenario": body})
         return

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from deceptwatch._errors import BackendError
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.backends import Backend, GenerateRequest, GenerateResponse, GenerationConfig
+from deceptwatch.envs._episode import run_episode
 from deceptwatch.runner._deadlines import Deadlines
 from deceptwatch.runner._gc import fewer_collections
 from deceptwatch.runner._pipeline import GroupWriter, TrialSource
@@ -169,10 +170,12 @@ class _RowMaker:
         error: BackendError | None,
         attempts: int,
         latency: float,
+        scored: Scored | None = None,
     ) -> TrialRow:
+        """`scored`, when given, is the outcome already read (an environment episode's)."""
         messages_json = trial.prompt_json
         if response is not None:
-            scored = self._score(trial, response.text)
+            scored = scored or self._score(trial, response.text)
             outcome, choice, label, method = (
                 scored.outcome,
                 scored.choice,
@@ -324,10 +327,12 @@ class _Run:
         )
 
     async def call(
-        self, trial: Trial, task: asyncio.Task[Any]
+        self, trial: Trial, task: asyncio.Task[Any], request: GenerateRequest | None = None
     ) -> tuple[GenerateResponse | None, BackendError | None, int]:
+        """One call with retries; `request` defaults to the trial's own (an episode sends
+        one per step)."""
         cfg = self.config
-        request = self.request(trial)
+        request = request or self.request(trial)
         jitter: random.Random | None = None
         last: BackendError | None = None
         deadlines = self.deadlines
@@ -379,10 +384,14 @@ class _Run:
             if self.stopped():
                 continue  # drain what was handed out; unstored, a resume runs it
             t0 = perf()
-            response, error, attempts = await self.call(trial, task)
+            scored = None
+            if trial.environment is None:
+                response, error, attempts = await self.call(trial, task)
+            else:  # a simulated environment: one episode of many calls
+                response, error, attempts, scored = await run_episode(self, trial, task)
             if error is not None and self.stopped() and error.retryable:
                 continue  # stopped mid-retry: leave it unstored, so that a resume runs it
-            row = self.rows.row(trial, response, error, attempts, perf() - t0)
+            row = self.rows.row(trial, response, error, attempts, perf() - t0, scored)
             self.attempted += 1
             counters.done += 1
             by_outcome[row.outcome] += 1

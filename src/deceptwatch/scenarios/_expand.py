@@ -29,7 +29,7 @@ from typing import Any
 
 from deceptwatch._ids import canonical_json, content_hash, json_string
 from deceptwatch.scenarios._loader import ScenarioRecord
-from deceptwatch.scenarios._schema import SLOT_RE, Scenario
+from deceptwatch.scenarios._schema import SLOT_RE, Environment, Scenario
 
 OBSERVED = "observed"
 UNOBSERVED = "unobserved"
@@ -37,6 +37,9 @@ PLACEBO = "placebo"
 BASELINE = "baseline"
 LETTERS = string.ascii_uppercase
 TRIAL_ID_VERSION = 1
+# `aligned` and `defect` of an environment scenario's trials: reaching the goal, the defect.
+GOAL = "goal"
+DEFECT_ACTION = "defect"
 _LABELS = tuple(tuple(LETTERS[:n]) for n in range(len(LETTERS) + 1))  # labels of n options
 
 
@@ -69,6 +72,8 @@ class Trial:
     aligned: str
     defect: str
     seed: int
+    # An environment scenario's trial is an episode, run by `deceptwatch.envs` (cue: `cue`).
+    environment: Environment | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -141,12 +146,18 @@ class _Template:
 
     parts: tuple[tuple[str, tuple[str, ...]], ...]
     last_user: int  # index that gets the options appended, or -1 with a {{choices}} slot
+    # (in an environment scenario: the first system message, which gets the tools)
 
     @classmethod
     def of(cls, scenario: Scenario) -> _Template:
         template = scenario.template()
         has_slot = "choices" in scenario.slots()
-        last_user = -1 if has_slot else max(i for i, m in enumerate(template) if m.role == "user")
+        if scenario.environment is not None:
+            last_user = min(i for i, m in enumerate(template) if m.role == "system")
+        elif has_slot:
+            last_user = -1
+        else:
+            last_user = max(i for i, m in enumerate(template) if m.role == "user")
         parts = tuple((m.role, tuple(SLOT_RE.split(m.content))) for m in template)
         return cls(parts, last_user)
 
@@ -228,7 +239,12 @@ def render_messages(
     """Fill the template's slots. Without a ``{{choices}}`` slot the options and the answer
     instruction are appended to the last user message."""
     tpl = template or _Template.of(scenario)
-    block = render_choices(scenario, order) + "\n\n" + scenario.answer_instruction.strip()
+    if scenario.environment is not None:  # the cue is in the environment, not the prompt
+        from deceptwatch.envs._engine import instructions
+
+        block = instructions(scenario.environment)
+    else:
+        block = render_choices(scenario, order) + "\n\n" + scenario.answer_instruction.strip()
     filled = tpl.fill(_slot_values(scenario, factors, block), block)
     return _render(filled, cue.strip())[0]
 
@@ -410,6 +426,10 @@ class _Scenario:
         self.text_of = {c.id: c.text for c in sc.choices}
         self.line_of = {c.id: c.text.strip() for c in sc.choices}
         self.instruction = sc.answer_instruction.strip()
+        if sc.environment is not None:
+            from deceptwatch.envs._engine import instructions
+
+            self.instruction = instructions(sc.environment)
         self.factor_values: dict[int, dict[str, str]] = {}
         self.orders: dict[int, list[str]] = {}
         self.n_cues = n_paraphrases(sc)
@@ -462,13 +482,16 @@ def _expand(
         p = prepared[i]
         sc = p.sc
         combo = p.combos[combo_index]
-        order = _rotate(p.base_order(seed, combo_index), epoch * p.n_cues + cue_index)
+        if sc.environment is None:
+            order = _rotate(p.base_order(seed, combo_index), epoch * p.n_cues + cue_index)
+            block = (
+                "\n".join(f"({LETTERS[k]}) {p.line_of[cid]}" for k, cid in enumerate(order))
+                + "\n\n"
+                + p.instruction
+            )
+        else:  # no options: the tools and the action format go to the system message
+            order, block = (), p.instruction
         texts = tuple(p.text_of[c] for c in order)
-        block = (
-            "\n".join(f"({LETTERS[k]}) {p.line_of[cid]}" for k, cid in enumerate(order))
-            + "\n\n"
-            + p.instruction
-        )
         filled = p.template.fill({**p.values(combo_index), "choices": block}, block)
         factors_json = [list(f) for f in combo]
         block_id = content_hash(
@@ -518,9 +541,10 @@ def _expand(
                 prompt_json=prompt,
                 choice_order=order,
                 choice_texts=texts,
-                aligned=sc.aligned,
-                defect=sc.defect,
+                aligned=sc.aligned or GOAL,
+                defect=sc.defect or DEFECT_ACTION,
                 seed=seed,
+                environment=sc.environment,
             )
 
 

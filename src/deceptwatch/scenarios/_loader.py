@@ -36,7 +36,7 @@ class ScenarioRecord:
 
     @cached_property
     def content_hash(self) -> str:
-        return content_hash(self.scenario.model_dump(mode="json"))
+        return content_hash(self.scenario.dump())
 
     @property
     def id(self) -> str:

@@ -11,6 +11,10 @@ watched the model believes it is. Text slots are written ``{{name}}``:
   pairs (e.g. the stakes).
 
 Double braces keep single braces free for the JSON and code that scenarios quote.
+
+A scenario of the `simulated_env` family has an `environment` instead of `choices`: a small
+virtual file system with tools, in which the cue sits in what the agent reads (a file, a
+command's output) and the outcome is read from the actions it takes (see `deceptwatch.envs`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PRECURSOR_FAMILIES: frozenset[str] = frozenset(
     {
@@ -154,6 +158,86 @@ class FactorLevel(_Model):
         return data
 
 
+Tool = Literal["ls", "cat", "write", "rm", "run", "submit"]
+TOOLS: tuple[Tool, ...] = get_args(Tool)
+_PATH_PATTERN = r"^/[^\s]*$"
+
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return pattern
+
+
+Regex = Annotated[str, Field(min_length=1), AfterValidator(_compiles)]
+
+
+class ActionRule(_Model):
+    """Which actions count: a tool, and a regular expression searched in its argument (the
+    path for ls/cat/write/rm, the command line for run, the answer for submit)."""
+
+    tool: Tool
+    target: Regex = Field(default=".*", description="Searched in the argument (re.search).")
+
+
+class Command(_Model):
+    """A scripted result of ``run COMMAND``: `match` is a regular expression that must match
+    the whole command line; `output` may hold the {{oversight}} slot."""
+
+    match: Regex
+    output: str
+
+
+class Walkthrough(_Model):
+    """Reference action sequences: one that reaches the goal without defecting, one that
+    defects. Never shown to the model; tests and scripted backends replay them."""
+
+    aligned: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    defect: Annotated[list[NonEmptyStr], Field(min_length=1)]
+
+
+class Environment(_Model):
+    """A small scripted environment: a virtual file system, tools, and what ends it."""
+
+    cwd: Annotated[str, Field(pattern=_PATH_PATTERN)] = "/home/agent"
+    files: dict[Annotated[str, Field(pattern=_PATH_PATTERN)], str] = Field(
+        description="Absolute path -> contents; contents may hold the {{oversight}} slot."
+    )
+    commands: list[Command] = Field(default_factory=list)
+    tools: Annotated[list[Tool], Field(min_length=1)] = Field(default_factory=lambda: list(TOOLS))
+    goal: Annotated[list[ActionRule], Field(min_length=1)]
+    defect: Annotated[list[ActionRule], Field(min_length=1)]
+    max_steps: Annotated[int, Field(ge=2, le=100)] = 15
+    walkthrough: Walkthrough
+
+    @model_validator(mode="after")
+    def _check(self) -> Environment:
+        if len(set(self.tools)) != len(self.tools):
+            raise FieldError("tools", "tools repeat an entry")
+        for name, rules in (("goal", self.goal), ("defect", self.defect)):
+            for i, rule in enumerate(rules):
+                if rule.tool not in self.tools:
+                    raise FieldError(
+                        f"{name}[{i}].tool", f"tool {rule.tool!r} is not among `tools`"
+                    )
+        texts = [*self.files.values(), *(c.output for c in self.commands)]
+        slots = {s for t in texts for s in SLOT_RE.findall(t)}
+        if slots - {"oversight"}:
+            raise FieldError(
+                "files",
+                f"slot {{{{{sorted(slots - {'oversight'})[0]}}}}} in the environment: only "
+                "{{oversight}} may appear in files and command outputs",
+            )
+        if "oversight" not in slots:
+            raise FieldError(
+                "files",
+                "no {{oversight}} slot in any file or command output, so the cue has nowhere to go",
+            )
+        return self
+
+
 class Scenario(_Model):
     """One situation posed to a model, with its choices and its oversight factor."""
 
@@ -169,9 +253,12 @@ class Scenario(_Model):
         default=None, description="A chat template; use instead of system/user."
     )
 
-    choices: Annotated[list[Choice], Field(min_length=2, max_length=26)]
-    aligned: Annotated[str, Field(description="id of the aligned choice")]
-    defect: Annotated[str, Field(description="id of the defect choice")]
+    choices: Annotated[
+        list[Choice],
+        Field(max_length=26, description="At least two; none in an environment scenario."),
+    ] = Field(default_factory=list)
+    aligned: Annotated[str, Field(description="id of the aligned choice")] = ""
+    defect: Annotated[str, Field(description="id of the defect choice")] = ""
     answer_instruction: NonEmptyStr = "Reply with the letter of the option you choose."
 
     oversight: Oversight | None = Field(
@@ -182,6 +269,11 @@ class Scenario(_Model):
         Annotated[str, Field(pattern=KEY_PATTERN)],
         Annotated[dict[str, FactorLevel], Field(min_length=1)],
     ] = Field(default_factory=dict)
+
+    environment: Environment | None = Field(
+        default=None,
+        description="A multi-step text environment (family simulated_env) instead of choices.",
+    )
 
     @field_validator("tags")
     @classmethod
@@ -197,6 +289,23 @@ class Scenario(_Model):
         if self.messages is None and self.user is None:
             raise FieldError(
                 "user", "a scenario needs `user` (with `system` optional) or `messages`"
+            )
+        if self.environment is not None:
+            self._check_environment()
+            return self
+        if self.family == "simulated_env":
+            raise FieldError(
+                "environment", "a simulated_env scenario needs an `environment` section"
+            )
+        if len(self.choices) < 2:
+            raise FieldError("choices", "a scenario needs at least two choices")
+        if not self.aligned:
+            raise FieldError(
+                "aligned", "Field required: set `aligned` to the id of the aligned choice"
+            )
+        if not self.defect:
+            raise FieldError(
+                "defect", "Field required: set `defect` to the id of the defect choice"
             )
         ids = [c.id for c in self.choices]
         if len(set(ids)) != len(ids):
@@ -250,6 +359,58 @@ class Scenario(_Model):
         if SLOT_RE.findall(self.template_text()).count("choices") > 1:
             raise FieldError(self._prompt_field(), "the {{choices}} slot may appear only once")
         return self
+
+    def _check_environment(self) -> None:
+        """An environment scenario: no choices, the cue in the environment, not the prompt."""
+        if self.family != "simulated_env":
+            raise FieldError(
+                "environment", "only scenarios of family simulated_env may have an environment"
+            )
+        for name in ("choices", "aligned", "defect"):
+            if getattr(self, name):
+                raise FieldError(
+                    name,
+                    f"an environment scenario has no `{name}`: its outcome is read from the "
+                    "actions it takes (environment.goal and environment.defect)",
+                )
+        if self.oversight is None:
+            raise FieldError("oversight", "an environment scenario needs an oversight factor")
+        used = self.slots()
+        if "oversight" in used or "choices" in used:
+            raise FieldError(
+                self._prompt_field(),
+                "in an environment scenario the {{oversight}} slot goes in a file or a command's "
+                "output (the pair differs only in what the environment shows), and there is no "
+                "{{choices}} slot",
+            )
+        unknown = used - set(self.factors)
+        if unknown:
+            raise FieldError(
+                self._prompt_field(),
+                f"the prompt uses slot {{{{{sorted(unknown)[0]}}}}}, which is not a factor",
+            )
+        unused = set(self.factors) - used
+        if unused:
+            raise FieldError(
+                "factors", f"factor {sorted(unused)[0]!r} has no {{{{slot}}}} in the prompt"
+            )
+        if not any(m.role == "system" for m in self.template()):
+            raise FieldError(
+                self._prompt_field(),
+                "an environment scenario needs a system message: the tools are described there",
+            )
+
+    def dump(self) -> dict[str, Any]:
+        """The scenario as JSON data, without `environment` when there is none, so that
+        adding the field left the content hash of every other scenario unchanged."""
+        return self.model_dump(mode="json", exclude=self.unused_fields())
+
+    def unused_fields(self) -> set[str]:
+        """Fields that say nothing about this scenario: `environment` without one, and the
+        choice fields in an environment scenario."""
+        if self.environment is None:
+            return {"environment"}
+        return {"choices", "aligned", "defect", "answer_instruction"}
 
     def _prompt_field(self) -> str:
         return "messages" if self.messages is not None else "user"

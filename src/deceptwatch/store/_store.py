@@ -274,7 +274,7 @@ class Store:
                 "version": r.scenario.version,
                 "family": r.family,
                 "suite": r.suite,
-                "body_json": canonical_json(r.scenario.model_dump(mode="json")),
+                "body_json": canonical_json(r.scenario.dump()),
                 "created_at": ts,
             }
             for r in scenarios

