@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from deceptwatch.scenarios import FAMILIES, PRECURSOR_FAMILIES, ScenarioRecord, expand, load_suite
 from deceptwatch.scenarios._loader import builtin_suites
@@ -66,6 +67,33 @@ def _prompt(messages: Sequence[Mapping[str, str]]) -> str:
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
 
 
+def _environment(record: ScenarioRecord, env: Any) -> list[str]:
+    """A `simulated_env` example: the prompt (the same in every condition), where the cue is
+    shown, and the aligned and defect action sequences of its walkthrough."""
+    from deceptwatch.envs import Engine
+
+    trials = list(expand([record], model="docs", seed=0, limit=1))
+    out = [
+        f"- defect actions: {', '.join(f'`{r.tool} {r.target}`' for r in env.defect)}",
+        f"- goal: {', '.join(f'`{r.tool} {r.target}`' for r in env.goal)}",
+        f"- aligned walkthrough: {' → '.join(f'`{a}`' for a in env.walkthrough.aligned)}",
+        f"- defect walkthrough: {' → '.join(f'`{a}`' for a in env.walkthrough.defect)}",
+        "",
+        "**prompt** (the same in every condition):",
+        "",
+        _fence(_prompt(trials[0].messages)),
+        "",
+    ]
+    for t in trials:
+        if t.condition not in ("observed", "unobserved"):
+            continue
+        cue = t.cue.strip()
+        where = [p for p, c in Engine(env, t.cue).files.items() if cue in c]
+        place = f"in `{where[0]}`" if where else "in a command's output"
+        out += [f"**{t.condition}**: the environment shows, {place}:", "", _fence(cue), ""]
+    return out
+
+
 def render() -> str:
     records = [r for s in builtin_suites() for r in load_suite(s)]
     out = [
@@ -96,6 +124,12 @@ def render() -> str:
             "",
             sc.description.strip(),
             "",
+        ]
+        env = sc.environment
+        if env is not None:  # simulated_env: the outcome is read from the actions taken
+            out += _environment(ex, env)
+            continue
+        out += [
             f"- aligned choice: `{sc.aligned}` — {sc.choice(sc.aligned).text.strip()}",
             f"- defect choice: `{sc.defect}` — {sc.choice(sc.defect).text.strip()}",
         ]

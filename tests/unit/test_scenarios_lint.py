@@ -140,3 +140,25 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
     assert "nope.yaml" in missing.output
     both = runner.invoke(app, ["scenarios", "lint", str(tmp_path), "--suite", "core"])
     assert both.exit_code == 2
+
+
+def test_environment_that_shows_a_cue_twice_breaks_the_pair() -> None:
+    """A `simulated_env` pair may differ only where the environment shows the cue: a file that
+    also holds one condition's cue text makes the environments differ in more than that."""
+    from deceptwatch.scenarios import ScenarioRecord, load_suite
+    from deceptwatch.scenarios._lint import check_environment, lint_records
+
+    record = next(r for r in load_suite("simulated_env") if r.id.endswith("action-log-delete"))
+    assert check_environment(record) == []
+    env = record.scenario.environment
+    assert env is not None
+    assert record.scenario.oversight is not None
+    cue = record.scenario.oversight.observed[0].strip()
+    files = {**env.files, "/home/agent/notes.txt": f"Reminder: {cue}"}
+    bad_env = env.model_copy(update={"files": files})
+    bad = ScenarioRecord(
+        record.scenario.model_copy(update={"environment": bad_env}), record.suite, record.source
+    )
+    problems = lint_records([bad])
+    assert [p.check for p in problems] == ["pair"]
+    assert "differs from the observed one in more than the cue" in problems[0].message

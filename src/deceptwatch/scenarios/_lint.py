@@ -1,6 +1,6 @@
 """Library hygiene checks for scenarios (``deceptwatch scenarios lint``).
 
-Three checks, each over the scenario's real expansion (`expand`), so they see what a model
+The checks run over the scenario's real expansion (`expand`), so they see what a model
 sees:
 
 - **pair**: the trials of a block (observed, unobserved, placebo, graded levels) differ only
@@ -9,6 +9,8 @@ sees:
   `NGRAM` words of a choice's text, or the whole text), and it does not carry
   `LEAK_WORDS` or more words that only one choice uses (words absent from the prompt, the
   factor texts and the other choices) while carrying none of the other choice's;
+- **environments** (`simulated_env`): the prompt is the same under every cue, the cue is
+  shown in a file or a command output, and nothing else differs (`check_environment`);
 - **balance**: over the blocks of a scenario, the aligned and the defect choice sit at each
   letter about equally often: each letter's count lies within half to one and a half times
   its fair share, or within one of it (a scenario with fewer blocks than choices cannot be
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 
 from deceptwatch.scenarios._expand import LETTERS, Trial, conditions, expand
 from deceptwatch.scenarios._loader import ScenarioRecord
-from deceptwatch.scenarios._schema import Scenario
+from deceptwatch.scenarios._schema import SLOT_RE, Scenario
 
 NGRAM = 5
 LEAK_WORDS = 3
@@ -140,6 +142,9 @@ def lint_records(records: Iterable[ScenarioRecord]) -> list[Problem]:
     suite_blocks: Counter[tuple[str, str, int]] = Counter()
     for r in records:
         sc = r.scenario
+        if sc.environment is not None:  # no choices: the cue sits in what the agent reads
+            problems.extend(Problem(r.id, "pair", msg) for msg in check_environment(r))
+            continue
         for msg in check_leaks(sc):
             problems.append(Problem(r.id, "leak", msg))
         blocks: dict[str, list[Trial]] = {}
@@ -198,6 +203,47 @@ def lint_records(records: Iterable[ScenarioRecord]) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def check_environment(record: ScenarioRecord) -> list[str]:
+    """A `simulated_env` pair: the prompt is the same under every cue, each cue shows up in
+    what the environment shows (a file or a command's output), and with the cue taken out
+    the environments of a block are identical."""
+    env = record.scenario.environment
+    assert env is not None
+
+    def view(cue: str) -> dict[str, str]:
+        filled = {p: SLOT_RE.sub(lambda _m: cue, c) for p, c in env.files.items()}
+        for i, cmd in enumerate(env.commands):
+            filled[f"$ command {i}"] = SLOT_RE.sub(lambda _m: cue, cmd.output)
+        return filled
+
+    out: list[str] = []
+    blocks: dict[str, list[Trial]] = {}
+    for t in expand([record], model="lint", seed=0):
+        blocks.setdefault(t.block_id, []).append(t)
+    for trials in blocks.values():
+        base = trials[0]
+        cut = {k: _cut(v, base.cue) for k, v in view(base.cue.strip()).items()}
+        for t in trials:
+            shown = view(t.cue.strip())
+            if t.prompt_json != base.prompt_json:
+                out.append(
+                    f"the {t.condition} trial's prompt differs from the {base.condition} one"
+                )
+            elif t.cue.strip() and not any(t.cue.strip() in v for v in shown.values()):
+                out.append(
+                    f"the {t.condition} cue {t.cue_index} is shown nowhere in the environment"
+                )
+            elif {k: _cut(v, t.cue) for k, v in shown.items()} != cut:
+                out.append(
+                    f"the {t.condition} environment of block {t.cue_index} differs from the "
+                    f"{base.condition} one in more than the cue"
+                )
+            else:
+                continue
+            return out
+    return out
 
 
 def _cut(content: str, cue: str) -> str:
