@@ -1,9 +1,9 @@
 """Crash safety: SIGKILL a running `deceptwatch monitor` at random moments, resume each time.
 
-The monitor runs as a real process against the fault server on 127.0.0.1 (no faults, a few
-milliseconds of latency per reply, so that a run lasts a few seconds). The kill moments come
+The monitor runs as a real process against the fault server on 127.0.0.1 (no faults, 10 ms of
+latency per reply, so that a run lasts a few seconds and several group commits). The kill moments come
 from a seeded RNG, in two kinds: after a random number of the run's requests have reached the
-server (mid-run, including mid-write), and after a random delay (anywhere: start-up,
+server (mid-run), around the runner's time-driven group commits, and after a random delay (anywhere: start-up,
 migration, the run, the findings). After at least ten kills the command is run once more to
 the end. Then every trial must be stored exactly once, with the outcome it has in a run that
 was never interrupted, and the report (findings, verdicts, counts) must equal that run's.
@@ -39,9 +39,11 @@ pytestmark = pytest.mark.slow
 
 SEED = 20240611  # of the kill moments
 KILLS = 12
-EPOCHS = 3
+EPOCHS = 8
 SUITE = "core"
-BATCH = 512  # the runner writes finished trials in batches of this many (RunnerConfig)
+# The runner commits what has finished every FLUSH seconds (RunnerConfig.flush_interval, a
+# group commit on a writer thread); kills are aimed around those commits too.
+FLUSH = 0.5
 
 
 def _args(url: str, db: Path) -> list[str]:
@@ -69,11 +71,20 @@ def _args(url: str, db: Path) -> list[str]:
 
 
 def _wait_then_kill(
-    proc: subprocess.Popen[str], server: FaultServer, *, requests: int | None, delay: float | None
+    proc: subprocess.Popen[str],
+    server: FaultServer,
+    *,
+    requests: int | None,
+    delay: float | None,
+    from_first_request: bool = False,
 ) -> bool:
     """Wait for `requests` more requests at the server or `delay` seconds, whichever was
-    given, then SIGKILL the process. Returns False if it had already exited."""
+    given (with `from_first_request`, `delay` counts from the run's first request), then
+    SIGKILL the process. Returns False if it had already exited."""
     start_requests = server.stats.requests
+    if from_first_request:
+        while proc.poll() is None and server.stats.requests == start_requests:
+            time.sleep(0.002)
     deadline = time.monotonic() + (delay if delay is not None else 600.0)
     while proc.poll() is None and time.monotonic() < deadline:
         if requests is not None and server.stats.requests - start_requests >= requests:
@@ -91,7 +102,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
 ) -> None:
     records = load_suites([SUITE])
     expected = count_trials(records, epochs=EPOCHS)
-    config = FaultConfig(policy="mixed", latency=0.003)
+    # 10 ms a reply at concurrency 8: a run lasts a few group commits
+    config = FaultConfig(policy="mixed", latency=0.01)
     rng = random.Random(SEED)
     db = tmp_path / "killed.db"
     url = sqlite_url(db)
@@ -104,11 +116,12 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
             before = stored_done(url)
             remaining = expected - before
             mode = rng.random()
+            from_first = False
             if remaining > 0 and mode < 0.4:  # anywhere in the run
                 requests, delay = rng.randint(1, remaining), None
-            elif remaining > 0 and mode < 0.7:  # around a batch write, or the final one
-                near_batch = BATCH + rng.randint(-8, 256)
-                requests, delay = (near_batch if remaining > near_batch else remaining), None
+            elif remaining > 0 and mode < 0.7:  # around the first or second group commit
+                commit = FLUSH * rng.randint(1, 2)
+                requests, delay, from_first = None, commit + rng.uniform(-0.05, 0.05), True
             else:  # at any time: start-up, migration, the run, findings, finishing
                 requests, delay = None, rng.uniform(0.0, 2.5)
             proc = subprocess.Popen(
@@ -118,7 +131,9 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                 text=True,
                 env=cli_env(),
             )
-            killed = _wait_then_kill(proc, server, requests=requests, delay=delay)
+            killed = _wait_then_kill(
+                proc, server, requests=requests, delay=delay, from_first_request=from_first
+            )
             stderr = proc.stderr.read() if proc.stderr is not None else ""
             if proc.stderr is not None:
                 proc.stderr.close()
