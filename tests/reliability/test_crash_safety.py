@@ -4,9 +4,10 @@ The monitor runs as a real process against the fault server on 127.0.0.1 (no fau
 of latency per reply, so that a run lasts a few seconds and several group commits). The kill
 moments come from a seeded RNG, in three kinds: after a random number of the run's requests
 have reached the server (mid-run), around the runner's time-driven group commits, and after a
-random delay (anywhere: start-up, migration, the run, the findings). After at least ten kills the command is run once more to
-the end. Then every trial must be stored exactly once, with the outcome it has in a run that
-was never interrupted, and the report (findings, verdicts, counts) must equal that run's.
+random delay (anywhere: start-up, migration, the run, the findings). After at least ten kills
+the command is run once more to the end. Then every trial must be stored exactly once, with
+the outcome it has in a run that was never interrupted, and the report (findings, verdicts,
+counts) must equal that run's.
 """
 
 from __future__ import annotations
