@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,20 +199,18 @@ def _probe_plan(
     return specs
 
 
-def _trials_of(records: Sequence[ScenarioRecord], backend: Backend, config: Any) -> list[Any]:
-    """The trials the runner runs for `backend` (the same ids)."""
+def _trials_of(records: Sequence[ScenarioRecord], backend: Backend, config: Any) -> Iterator[Any]:
+    """The trials the runner runs for `backend` (the same ids), streamed."""
     from deceptwatch._ids import canonical_json
     from deceptwatch.scenarios import expand
 
-    return list(
-        expand(
-            records,
-            model=canonical_json(backend.cache_key()),
-            seed=config.seed,
-            epochs=config.epochs,
-            limit=config.limit,
-            generation=config.generation.model_dump(mode="json"),
-        )
+    return expand(
+        records,
+        model=canonical_json(backend.cache_key()),
+        seed=config.seed,
+        epochs=config.epochs,
+        limit=config.limit,
+        generation=config.generation.model_dump(mode="json"),
     )
 
 
@@ -237,7 +235,7 @@ def _run_probes(
     from deceptwatch.probes._trials import open_backend
 
     hf = open_backend(backend)  # type: ignore[arg-type]  # checked by _is_open_weight
-    trials = _trials_of(records, backend, config)
+    trials = list(_trials_of(records, backend, config))
     outcomes = store.trial_outcomes(run_id, model_id)
     found = [
         run_probe(

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from deceptwatch.cli import app
 from deceptwatch.evidence import place_on_ladder
-from deceptwatch.probes._monitor import summarize
+from deceptwatch.probes._monitor import ProbeFinding, summarize
 from deceptwatch.probes._scores import ProbeScores, TrialScore, flag_rates, probe_gap
 
 runner = CliRunner()
@@ -49,7 +49,7 @@ def _scores(
     return scores, outcomes
 
 
-def _finding(flags: list[tuple[bool, bool]], position: str = "last") -> object:
+def _finding(flags: list[tuple[bool, bool]], position: str = "last") -> ProbeFinding:
     scores, outcomes = _scores(flags, position=position)
     return summarize(
         "contrast",
@@ -126,7 +126,7 @@ def test_probe_evidence_places_a_model_without_behavioural_evidence() -> None:
 def test_probe_finding_is_json() -> None:
     import json
 
-    d = _finding(DETECTS).to_dict()  # type: ignore[attr-defined]
+    d = _finding(DETECTS).to_dict()
     assert json.loads(json.dumps(d))["rung"] == 2
     assert d["multiplicity"].startswith("none")
     assert np.isfinite(d["gap"]["p_value"])

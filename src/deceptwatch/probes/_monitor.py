@@ -23,7 +23,7 @@ says so.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,7 +114,7 @@ def probe_specs(probes: Sequence[str] | None) -> list[str]:
     return out
 
 
-def check_benign(trials: Sequence[Trial]) -> None:
+def check_benign(trials: Iterable[Trial]) -> None:
     """Enough benign trials to calibrate a probe on this run at 1% false positives."""
     from deceptwatch.probes._calibrate import min_benign
 

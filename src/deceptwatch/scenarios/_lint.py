@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from deceptwatch.scenarios._expand import LETTERS, Trial, conditions, expand
 from deceptwatch.scenarios._loader import ScenarioRecord
-from deceptwatch.scenarios._schema import SLOT_RE, Scenario
+from deceptwatch.scenarios._schema import Scenario
 
 NGRAM = 5
 LEAK_WORDS = 3
@@ -212,11 +212,15 @@ def check_environment(record: ScenarioRecord) -> list[str]:
     env = record.scenario.environment
     assert env is not None
 
+    from deceptwatch.envs import Engine
+
     def view(cue: str) -> dict[str, str]:
-        filled = {p: SLOT_RE.sub(lambda _m: cue, c) for p, c in env.files.items()}
+        """What the environment shows under `cue`: its files and every command's output."""
+        engine = Engine(env, cue)
+        shown = dict(engine.files)
         for i, cmd in enumerate(env.commands):
-            filled[f"$ command {i}"] = SLOT_RE.sub(lambda _m: cue, cmd.output)
-        return filled
+            shown[f"$ command {i}"] = engine.fill(cmd.output)
+        return shown
 
     out: list[str] = []
     blocks: dict[str, list[Trial]] = {}
