@@ -3,6 +3,12 @@
 - ``choice``: the ``organism:`` backend scoring choice trials by batched log-likelihood
   (through its async batching, as the runner calls it), against what a user would otherwise
   do: one ``model.generate()`` call per trial for a short reply, then parse the label.
+- ``choice`` in bfloat16: the same scoring with ``-o dtype=bfloat16`` (inexact; about twice as
+  fast on CPUs with AVX512-BF16), against the same float32 ``generate()`` loop: generation is
+  slower in bfloat16 here, so float32 is its best setting.
+- ``ceiling``: a bare batched forward pass over the same prompts, against the same
+  ``generate()`` loop: about the ceiling of any scoring that runs every prompt through the
+  model (the pass computes every position's logits, which scoring skips).
 - ``forward``: the backend's scoring of full batches (prompt pass plus the options'
   continuations on the prompt's KV cache), against a bare batched torch forward pass over
   the same left-padded prompts at the same batch size. Rates are prompts per second.
@@ -123,13 +129,17 @@ def run(
 
     backend = create_organism(f"organism:{organism}", {})
     backend.load()
+    fast = create_organism(f"organism:{organism}", {"dtype": "bfloat16"})
+    fast.load()
     requests = _requests(trials)
     per_trial = requests[:generate_trials]
     size = backend.batch_size
     batches = [requests[i : i + size] for i in range(0, len(requests), size)]
     _bare_forward(backend, batches[:2])  # warm up both paths
     _backend_forward(backend, batches[:2])
+    _backend_forward(fast, batches[:2])
     choice: list[float] = []
+    choice_bf16: list[float] = []
     gen: list[float] = []
     ours_fwd: list[float] = []
     bare_fwd: list[float] = []
@@ -139,6 +149,7 @@ def run(
         for _ in range(repeats):
             choice.append(rate(lambda: loop.run(_score_all(backend, requests, 64))))
             gen.append(rate(lambda: _generate_each(backend, per_trial)))
+            choice_bf16.append(rate(lambda: loop.run(_score_all(fast, requests, 64))))
             ours_fwd.append(rate(lambda: _backend_forward(backend, batches)))
             bare_fwd.append(rate(lambda: _bare_forward(backend, batches)))
     return [
@@ -149,6 +160,30 @@ def run(
             gen,
             goal("ratio", ">=", 10, "ratio ≥ 10"),
             baseline_name=f"model.generate() per trial, max {per_trial[0].config.max_tokens} new tokens",
+            trials=len(requests),
+            baseline_trials=len(per_trial),
+        ),
+        row(
+            f"organism:{organism} choice scoring in bfloat16 (-o dtype=bfloat16, inexact) "
+            "vs generate() per trial in float32",
+            "trials/s",
+            choice_bf16,
+            gen,
+            goal("ratio", ">=", 10, "ratio ≥ 10"),
+            baseline_name=f"model.generate() per trial in float32, max "
+            f"{per_trial[0].config.max_tokens} new tokens",
+            trials=len(requests),
+            baseline_trials=len(per_trial),
+        ),
+        row(
+            f"organism:{organism} bare batched forward of the prompts (batch {size}), the "
+            "rough ceiling of any scoring that runs every prompt, vs generate() per trial",
+            "trials/s",
+            bare_fwd,
+            gen,
+            None,
+            baseline_name=f"model.generate() per trial in float32, max "
+            f"{per_trial[0].config.max_tokens} new tokens",
             trials=len(requests),
             baseline_trials=len(per_trial),
         ),

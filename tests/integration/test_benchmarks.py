@@ -101,7 +101,10 @@ def test_mock_and_http_rows_measure_against_baselines(report: tuple[Any, str]) -
 
 
 def test_local_model_rows_measure_against_baselines(report: tuple[Any, str]) -> None:
-    _with_baseline(_measured(report[0], "local", 2))
+    choice, choice_bf16, ceiling, forward = _measured(report[0], "local", 4)
+    _with_baseline([choice, choice_bf16, forward])
+    assert ceiling["baseline"] is not None
+    assert ceiling["goal"] is None  # context for the choice rows, with no goal of its own
 
 
 def test_probes_rows_measure_against_a_plain_forward_pass(report: tuple[Any, str]) -> None:
