@@ -110,3 +110,74 @@ def test_failed_replies_are_classified_for_the_runner(
     err = caught.value
     assert (err.kind, err.retryable, err.retry_after) == (kind, retryable, retry_after)
     assert err.raw == body.decode()
+
+
+def _hanging_app(seconds: float) -> Any:
+    """Replies after `seconds` (the headers too)."""
+    from aiohttp import web
+
+    async def handler(_request: web.Request) -> web.Response:
+        await asyncio.sleep(seconds)
+        return web.Response(body=b'{"choices": [{"message": {"content": "(A)"}}]}')
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app
+
+
+def test_a_reply_later_than_the_timeout_is_a_retryable_timeout_and_the_next_call_works() -> None:
+    """The time limit (kept by the backend's watchdog, not by aiohttp) ends the attempt,
+    turns into a `timeout` the runner retries, and leaves the task able to go on."""
+    request = GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t")
+
+    async def go(url: str) -> tuple[BackendError, float, GenerateResponse]:
+        backend = get_backend("openai:stub", {"base_url": url, "timeout": "1"})
+        loop = asyncio.get_running_loop()
+        try:
+            start = loop.time()
+            try:
+                await backend.generate(request)
+            except BackendError as exc:
+                caught, took = exc, loop.time() - start
+            else:
+                raise AssertionError("a reply 4s late was taken")
+            await asyncio.sleep(0.01)  # no cancellation is left over for the task
+            return caught, took, await backend.generate(request)
+        finally:
+            await backend.aclose()
+
+    slow = [4.0, 0.0]  # the first request hangs, the next one is answered at once
+    from aiohttp import web
+
+    async def handler(_request: web.Request) -> web.Response:
+        await asyncio.sleep(slow.pop(0))
+        return web.Response(body=b'{"choices": [{"message": {"content": "(A)"}}]}')
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    with serve_in_thread(app) as url:
+        err, took, reply = asyncio.run(go(url))
+    assert (err.kind, err.retryable) == ("timeout", True)
+    assert "within 1s" in err.message
+    assert 1.0 <= took < 2.5
+    assert reply.text == "(A)"
+
+
+def test_a_cancellation_from_outside_is_not_taken_for_a_timeout() -> None:
+    """Ctrl-C or a cancelled run cancels the call; the backend must let that through."""
+
+    async def go(url: str) -> None:
+        backend = get_backend("openai:stub", {"base_url": url, "timeout": "10"})
+        try:
+            call = asyncio.create_task(
+                backend.generate(GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t"))
+            )
+            await asyncio.sleep(0.2)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        finally:
+            await backend.aclose()
+
+    with serve_in_thread(_hanging_app(4.0)) as url:
+        asyncio.run(go(url))

@@ -12,6 +12,7 @@ retryable; other 4xx are not. The API key is sent in a header and never recorded
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import math
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from deceptwatch._deadlines import Deadlines
 from deceptwatch._errors import BackendError, InputError
 from deceptwatch.backends._base import (
     BaseBackend,
@@ -134,6 +136,9 @@ class OpenAIBackend(BaseBackend):
         self.max_tokens_field = opts.get("max_tokens_field", "max_tokens")
         self._url = f"{self.base_url}/chat/completions"
         self._session: Any = None
+        self._endpoint: Any = None
+        self._deadlines = Deadlines(self.timeout)
+        self._watchdog: asyncio.Task[None] | None = None
         self._limit = 64
         self._head_for: GenerationConfig | None = None
         self._head_text = ""
@@ -157,17 +162,24 @@ class OpenAIBackend(BaseBackend):
     async def _get_session(self) -> Any:
         if self._session is None:
             import aiohttp
+            import yarl
 
             connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
             headers = {"Content-Type": "application/json"}
             if self._api_key:
                 headers["Authorization"] = f"Bearer {self._api_key}"
+            # No aiohttp timeout: it would schedule and cancel a timer per request. The
+            # time limit is kept by one watchdog for all calls (`Deadlines`), over the
+            # whole attempt (connecting, sending, reading), as aiohttp's `total` would.
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                timeout=aiohttp.ClientTimeout(),
                 raise_for_status=False,
             )
+            self._endpoint = yarl.URL(self._url)  # parsed once, not per request
+            self._deadlines = Deadlines(self.timeout)
+            self._watchdog = asyncio.create_task(self._deadlines.watch())
         return self._session
 
     def _head(self, cfg: GenerationConfig) -> str:
@@ -199,12 +211,24 @@ class OpenAIBackend(BaseBackend):
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         import aiohttp
 
-        session = await self._get_session()
+        session = self._session or await self._get_session()
+        deadlines = self._deadlines
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.arm(task)
         try:
-            async with session.post(self._url, data=self._body(request)) as resp:
+            async with session.post(self._endpoint, data=self._body(request)) as resp:
                 raw_bytes = await resp.read()
                 status = resp.status
                 headers = resp.headers
+        except asyncio.CancelledError:
+            if not deadlines.timed_out(task):
+                raise
+            raise BackendError(
+                f"no reply from {self.public_url} within {self.timeout:g}s",
+                kind="timeout",
+                retryable=True,
+            ) from None
         except TimeoutError:
             raise BackendError(
                 f"no reply from {self.public_url} within {self.timeout:g}s",
@@ -229,6 +253,8 @@ class OpenAIBackend(BaseBackend):
             raise BackendError(
                 f"HTTP client error: {exc}", kind="client_error", retryable=True
             ) from None
+        finally:
+            deadlines.disarm(task)
         # A server or proxy may echo the Authorization header (e.g. in a 401 or 500 body):
         # nothing derived from a reply may carry the key into the store, report or logs.
         raw = self._redact(raw_bytes.decode("utf-8", errors="replace"))
@@ -272,6 +298,9 @@ class OpenAIBackend(BaseBackend):
         )
 
     async def aclose(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._session is not None:
             await self._session.close()
             self._session = None

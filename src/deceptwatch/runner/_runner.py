@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from deceptwatch._deadlines import Deadlines
 from deceptwatch._errors import BackendError
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.backends import Backend, GenerateRequest, GenerateResponse, GenerationConfig
 from deceptwatch.envs._episode import run_episode
-from deceptwatch.runner._deadlines import Deadlines
 from deceptwatch.runner._gc import fewer_collections
 from deceptwatch.runner._pipeline import GroupWriter, TrialSource
 from deceptwatch.scenarios import ScenarioRecord, Trial, expand

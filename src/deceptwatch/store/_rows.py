@@ -15,9 +15,11 @@ from typing import Any
 from sqlalchemy import Connection, Table
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TrialRow:
-    """Everything written for one finished trial."""
+    """Everything written for one finished trial. Not changed once made (it is not frozen
+    only because a frozen dataclass sets each of its 30 fields through
+    ``object.__setattr__``: 4 to 5 µs a trial, on the event loop)."""
 
     trial_id: str
     model_id: str
