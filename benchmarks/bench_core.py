@@ -6,7 +6,8 @@
 - ``http``: the ``openai:`` backend through `monitor()` (runner, store, findings) at
   concurrency 64, against a raw aiohttp loop that builds the same request bodies (the same
   trials, byte for byte) and posts them with a client configured as the backend's (the same
-  connection limit, headers and timeout), both to the same loopback stub server running in
+  connection limit, headers and 60 s limit per request: aiohttp's timeout here, one watchdog
+  in the backend), both to the same loopback stub server running in
   its own process. The row also gives the ratio to the loop's posting alone.
 
 Usage: python -m benchmarks.bench_core [--repeats 5] [--trials 20000] [--json]
@@ -148,7 +149,8 @@ def _http_bodies(epochs: int, url: str) -> list[bytes]:
 async def _post_all(bodies: list[bytes], url: str) -> None:
     """POST every body at concurrency 64 and parse each reply, with the client configured
     as the ``openai:`` backend configures its own: the same connection limit, headers
-    (API key included) and total timeout."""
+    (API key included) and 60 s limit per request (kept here by aiohttp's timeout, in the
+    backend by one watchdog for all calls)."""
     import aiohttp
 
     todo = bodies[::-1]

