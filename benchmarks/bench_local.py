@@ -3,7 +3,7 @@
 - ``choice``: the ``organism:`` backend scoring choice trials by batched log-likelihood
   (through its async batching, as the runner calls it), against what a user would otherwise
   do: one ``model.generate()`` call per trial for a short reply, then parse the label.
-- ``choice`` in bfloat16: the same scoring with ``-o dtype=bfloat16`` (inexact; about twice as
+- ``choice`` in bfloat16: the same scoring with ``-o dtype=bfloat16`` (inexact; about 1.5x as
   fast on CPUs with AVX512-BF16), against the same float32 ``generate()`` loop: generation is
   slower in bfloat16 here, so float32 is its best setting.
 - ``ceiling``: a bare batched forward pass over the same prompts, against the same

@@ -14,8 +14,8 @@ local files only, with ``trust_remote_code`` off.
 
 Options: ``batch_size`` (32), ``threads`` (torch threads, default min(2, CPUs)),
 ``answer_format``, ``mode`` (``choice`` or ``generate``), ``chat_template`` (``plain`` for
-checkpoints without one), ``dtype`` (``float32``, the default, or ``bfloat16``: about twice
-as fast on CPUs with AVX512-BF16 or AMX, and inexact: near-ties between options can flip).
+checkpoints without one), ``dtype`` (``float32``, the default, or ``bfloat16``: about 1.5x
+as fast on CPUs with AVX512-BF16, and inexact: near-ties between options can flip).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class HFBackend(BaseBackend):
         if self.dtype not in _DTYPES:
             raise InputError(
                 f"hf option dtype must be {' or '.join(_DTYPES)}, not {self.dtype!r}",
-                hint="bfloat16 is about twice as fast on CPUs with AVX512-BF16 or AMX, "
+                hint="bfloat16 is about 1.5x as fast on CPUs with AVX512-BF16, "
                 "at the cost of exactness (see docs/organisms.md)",
             )
         self.answer_format = opts.get("answer_format", "({label})")
