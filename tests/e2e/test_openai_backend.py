@@ -112,12 +112,12 @@ def test_failed_replies_are_classified_for_the_runner(
     assert err.raw == body.decode()
 
 
-def _hanging_app(seconds: float) -> Any:
-    """Replies after `seconds` (the headers too)."""
+def _late_app(delays: list[float]) -> Any:
+    """Replies to the n-th request after `delays[n]` seconds (the headers too)."""
     from aiohttp import web
 
     async def handler(_request: web.Request) -> web.Response:
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(delays.pop(0))
         return web.Response(body=b'{"choices": [{"message": {"content": "(A)"}}]}')
 
     app = web.Application()
@@ -146,16 +146,8 @@ def test_a_reply_later_than_the_timeout_is_a_retryable_timeout_and_the_next_call
         finally:
             await backend.aclose()
 
-    slow = [4.0, 0.0]  # the first request hangs, the next one is answered at once
-    from aiohttp import web
-
-    async def handler(_request: web.Request) -> web.Response:
-        await asyncio.sleep(slow.pop(0))
-        return web.Response(body=b'{"choices": [{"message": {"content": "(A)"}}]}')
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    with serve_in_thread(app) as url:
+    # the first request hangs, the next one is answered at once
+    with serve_in_thread(_late_app([4.0, 0.0])) as url:
         err, took, reply = asyncio.run(go(url))
     assert (err.kind, err.retryable) == ("timeout", True)
     assert "within 1s" in err.message
@@ -179,5 +171,5 @@ def test_a_cancellation_from_outside_is_not_taken_for_a_timeout() -> None:
         finally:
             await backend.aclose()
 
-    with serve_in_thread(_hanging_app(4.0)) as url:
+    with serve_in_thread(_late_app([4.0])) as url:
         asyncio.run(go(url))
