@@ -231,6 +231,8 @@ def test_bad_suite_exits_2_and_writes_nothing(tmp_path: Path) -> None:
         (["--model", "mock:", "--epochs", "0"], "--epochs"),
         (["--model", "mock:", "-o", "novalue"], "KEY=VALUE"),
         (["--model", "mock:", "--suite", "no-such-suite"], "unknown suite"),
+        # a control character in the input is shown, not dropped by the terminal
+        (["--model", "mock:", "--suite", "x\ry\x1b"], "unknown suite 'x\\ry\\x1b'"),
         (["--model", "mock:", "--db", "nosuchdialect://x/y"], "unknown database dialect"),
     ],
 )

@@ -27,6 +27,7 @@ from typer.testing import CliRunner, Result
 
 from deceptwatch._errors import InputError
 from deceptwatch.cli import app
+from deceptwatch.cli._app import visible
 from deceptwatch.scenarios import load_file, parse_scenarios
 
 BASE_SCENARIO = (
@@ -59,8 +60,9 @@ FIX_WORDS = ("hint:", "must", "should be", "Try 'deceptwatch")
 
 def _assert_clear_error(message: str, *, names: str) -> None:
     """A message that names the file/field/option (`names`) and says how to fix it: with a
-    hint, or by stating what is allowed ("must lie in [0, 1]")."""
-    assert names in message, message
+    hint, or by stating what is allowed ("must lie in [0, 1]"). Control characters in the
+    name are shown as escapes ("0\\r"): a terminal would drop or act on them."""
+    assert visible(names) in message, message
     assert "Traceback" not in message
     assert any(w in message for w in FIX_WORDS), message
 

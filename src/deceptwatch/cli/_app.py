@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,13 +57,22 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """`text` with control characters (but newlines and tabs) spelled as escapes: the
+    terminal would drop or act on them, e.g. show a suite named "0\\r" as "0"."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def say(label: str, style: str, message: str) -> None:
     """A styled label and a plain message on stderr. Messages quote user input (paths, specs,
     option values), so they never pass through rich markup: "[/]" or "\\[" reach the user as
-    typed, and cannot break the printing."""
+    typed, and cannot break the printing; control characters in it are shown as escapes."""
     from rich.text import Text
 
-    err.print(Text.assemble((label, style), " ", message), highlight=False)
+    err.print(Text.assemble((label, style), " ", visible(message)), highlight=False)
 
 
 def print_json(data: Any) -> None:
