@@ -179,6 +179,24 @@ def test_every_builtin_suite_loads_with_unique_ids() -> None:
         assert r.id.startswith(r.suite + "/")
 
 
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_the_c_and_pure_python_parsers_load_the_same(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, minimal_yaml: str, libyaml: bool
+) -> None:
+    """The loader parses with libyaml when PyYAML has it and falls back to the pure-Python
+    parser: both give every built-in scenario the same content, and the same errors."""
+    import yaml
+
+    if libyaml and not yaml.__with_libyaml__:
+        pytest.skip("this PyYAML was built without libyaml")
+    expected = {r.id: r.content_hash for r in load_suite("all")}
+    monkeypatch.setattr(yaml, "__with_libyaml__", libyaml)
+    assert {r.id: r.content_hash for r in load_suite("all")} == expected
+    text = minimal_yaml.replace("aligned: honest", "aligned: honest\ncolour: blue")
+    line = text.splitlines().index("colour: blue") + 1
+    assert f"s.yaml:{line}: scenario 't/minimal': field 'colour'" in _error(text, tmp_path)
+
+
 def test_json_schema_forbids_extra_fields() -> None:
     schema = scenario_json_schema()
     assert schema["additionalProperties"] is False
