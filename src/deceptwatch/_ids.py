@@ -7,6 +7,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+# The largest seed: every seed is stored, and a store's integers are signed 64-bit.
+MAX_SEED = 2**63 - 1
+
 # One encoder, built once: `json.dumps` with these arguments builds a new encoder per call.
 _ENCODER = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False

