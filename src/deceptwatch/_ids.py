@@ -7,8 +7,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-# The largest seed: every seed is stored, and a store's integers are signed 64-bit.
-MAX_SEED = 2**63 - 1
+# The largest seed: every seed is stored, in an INTEGER column (32-bit on PostgreSQL).
+MAX_SEED = 2**31 - 1
 
 # One encoder, built once: `json.dumps` with these arguments builds a new encoder per call.
 _ENCODER = json.JSONEncoder(

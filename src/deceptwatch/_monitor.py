@@ -299,7 +299,7 @@ async def monitor_async(
     if epochs < 1:
         raise InputError("--epochs must be at least 1")
     if not 0 <= seed <= MAX_SEED:
-        raise InputError(f"--seed must be a whole number from 0 to 2**63 - 1, got {seed}")
+        raise InputError(f"--seed must be a whole number from 0 to 2**31 - 1, got {seed}")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
     if not 1 <= concurrency <= 4096:

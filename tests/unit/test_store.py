@@ -230,3 +230,65 @@ def test_probe_scores_are_stored_once_and_replaced_on_rerun(store_url: str) -> N
 
             (threshold,) = conn.execute(s.run_probes.select()).one()[3:4]
         assert threshold == 2.5
+
+
+def test_every_value_survives_the_write_exactly(store_url: str) -> None:
+    """What a trial row holds comes back exactly: text with quotes, backslashes, control and
+    astral characters, floats to the last bit, the largest seed, and NULLs; and a NUL in a
+    reply, which PostgreSQL text cannot hold (it becomes U+FFFD there: failing the batch
+    would fail it again on every resume)."""
+    import random
+    import struct
+
+    from sqlalchemy import select
+
+    from deceptwatch.store import _schema as s
+
+    rng = random.Random(7)
+    texts = ['"q" \\ /', "é\u2028\U0001f600\x7f\x01", "", "x" * 5000]
+    rows = []
+    for i in range(1029):
+        r = _row(i, "defect" if i % 3 else "aligned")
+        r.text = texts[i % len(texts)] if i % 5 else None
+        r.raw = f"reply {i}: " + texts[(i + 1) % len(texts)]
+        r.latency_ms = struct.unpack("d", struct.pack("Q", rng.getrandbits(62)))[0]
+        r.audit_probability = rng.random() if i % 2 else None
+        r.seed = (2**31 - 1) if i % 7 == 0 else i
+        rows.append(r)
+    nul = rows[515]
+    nul.text = "a NUL \x00 in a reply"
+    nul.raw = '{"content": "a NUL \\u0000 in a reply"}'
+    with Store.open(store_url) as store:
+        _begin(store)
+        store.write_trials("r1", rows)
+        with store._read() as conn:
+            got = {
+                row.trial_id: row
+                for row in conn.execute(
+                    select(
+                        s.trials.c.id.label("trial_id"),
+                        s.trials.c.seed,
+                        s.trials.c.audit_probability,
+                        s.responses.c.text,
+                        s.responses.c.raw,
+                        s.responses.c.latency_ms,
+                        s.outcomes.c.outcome,
+                    )
+                    .join(s.responses, s.responses.c.trial_id == s.trials.c.id)
+                    .join(s.outcomes, s.outcomes.c.trial_id == s.trials.c.id)
+                )
+            }
+    assert len(got) == len(rows)
+    if store_url.startswith("postgresql"):  # text there cannot hold a NUL: U+FFFD instead
+        assert got[nul.trial_id].text == "a NUL \ufffd in a reply"
+        nul.text = got[nul.trial_id].text
+    for r in rows:
+        g = got[r.trial_id]
+        assert (g.seed, g.audit_probability, g.text, g.raw, g.latency_ms, g.outcome) == (
+            r.seed,
+            r.audit_probability,
+            r.text,
+            r.raw,
+            r.latency_ms,
+            r.outcome,
+        ), r.trial_id

@@ -199,4 +199,19 @@ class FastInsert:
         self, conn: Connection, table: Table, rows: list[tuple[Any, ...]], replace: bool = False
     ) -> None:
         if rows:
+            if self.dialect.name == "postgresql":
+                rows = _without_nul(rows)
             conn.exec_driver_sql(self.sql(table, replace), rows)
+
+
+def _without_nul(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`rows` with NUL (U+0000) in text as U+FFFD, the replacement character: PostgreSQL
+    text cannot hold a NUL, and a reply with one would otherwise fail every write of its
+    batch, on every resume. (The reply as received keeps it, as JSON's escape, in ``raw``.)"""
+    out = rows
+    for i, row in enumerate(rows):
+        if any(type(v) is str and "\x00" in v for v in row):
+            if out is rows:
+                out = list(rows)
+            out[i] = tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
+    return out
