@@ -183,7 +183,6 @@ def make_app(
         return web.json_response({"object": "list", "data": [{"id": "stub", "object": "model"}]})
 
     app = web.Application(client_max_size=8 * 1024 * 1024)
-    app["stats"] = counter
     app.router.add_post("/v1/chat/completions", completions)
     app.router.add_get("/v1/models", models)
     return app
