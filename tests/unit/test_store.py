@@ -261,6 +261,8 @@ def test_every_value_survives_the_write_exactly(store_url: str) -> None:
     with Store.open(store_url) as store:
         _begin(store)
         store.write_trials("r1", rows)
+        store.finish_run("r1", status="complete", message="ended \x00 early", findings=None)
+        run = store.run("r1")
         with store._read() as conn:
             got = {
                 row.trial_id: row
@@ -279,9 +281,13 @@ def test_every_value_survives_the_write_exactly(store_url: str) -> None:
                 )
             }
     assert len(got) == len(rows)
+    assert run is not None
     if store_url.startswith("postgresql"):  # text there cannot hold a NUL: U+FFFD instead
         assert got[nul.trial_id].text == "a NUL \ufffd in a reply"
+        assert run["message"] == "ended \ufffd early"
         nul.text = got[nul.trial_id].text
+    else:
+        assert run["message"] == "ended \x00 early"
     for r in rows:
         g = got[r.trial_id]
         assert (g.seed, g.audit_probability, g.text, g.raw, g.latency_ms, g.outcome) == (

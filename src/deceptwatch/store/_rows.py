@@ -207,7 +207,8 @@ class FastInsert:
 def _without_nul(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """`rows` with NUL (U+0000) in text as U+FFFD, the replacement character: PostgreSQL
     text cannot hold a NUL, and a reply with one would otherwise fail every write of its
-    batch, on every resume. (The reply as received keeps it, as JSON's escape, in ``raw``.)"""
+    batch, on every resume. (A NUL sent as JSON's escape, ``\\u0000``, stays that escape in
+    the raw reply: only decoded text has the NUL itself.)"""
     out = rows
     for i, row in enumerate(rows):
         if any(type(v) is str and "\x00" in v for v in row):

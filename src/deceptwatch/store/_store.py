@@ -424,13 +424,20 @@ class Store:
                     updated_at=now(),
                     n_done=counts["done"],
                     n_error=counts["error"],
-                    message=message,
+                    message=self._text(message),
                     findings_json=None if findings is None else json.dumps(findings),
                 )
             )
         return counts
 
     # ------------------------------------------------------------------ reads
+
+    def _text(self, value: str | None) -> str | None:
+        """Free text for a column: on PostgreSQL, which cannot store NUL, with U+FFFD for
+        it (a message may quote an error reply)."""
+        if value is not None and self.dialect == "postgresql":
+            return value.replace("\x00", "\ufffd")
+        return value
 
     def run_counts(self, run_id: str) -> dict[str, int]:
         """Stored outcomes of a run by kind, plus ``done`` (all but errors)."""
