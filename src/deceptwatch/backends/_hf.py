@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import json
 import math
 import os
 import random
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +260,13 @@ class HFBackend(BaseBackend):
             )
         return ids
 
+    @cached_property
+    def _cache_arg(self) -> str:
+        """The model's keyword for a KV cache: transformers 5.24 renamed ``past_key_values``
+        to ``cache`` (the old name warns, and is to go in 5.40)."""
+        params = inspect.signature(self.model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
     def option_logprobs(
         self,
         requests: Sequence[GenerateRequest],
@@ -304,7 +313,7 @@ class HFBackend(BaseBackend):
             # every prompt gets k option rows; missing options are dummies, ignored below
             rows = [(c[j] if j < len(c) else c[0]) for c in conts for j in range(k)]
             clen = max(len(r) for r in rows)
-            cache = first.past_key_values
+            cache = getattr(first, "cache", None) or first.past_key_values
             cache.batch_repeat_interleave(k)
             cids = torch.full((len(rows), clen), pad, dtype=torch.long)
             cmask = torch.zeros((len(rows), clen), dtype=torch.long)
@@ -315,7 +324,10 @@ class HFBackend(BaseBackend):
             start = mask.sum(1).repeat_interleave(k).unsqueeze(1)
             cpos = start + torch.arange(clen).unsqueeze(0)
             second = model(
-                input_ids=cids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache
+                input_ids=cids,
+                attention_mask=full_mask,
+                position_ids=cpos,
+                **{self._cache_arg: cache},
             )
             follow = torch.log_softmax(second.logits.float(), dim=-1)
         out: list[list[float]] = []
