@@ -313,7 +313,9 @@ class HFBackend(BaseBackend):
             # every prompt gets k option rows; missing options are dummies, ignored below
             rows = [(c[j] if j < len(c) else c[0]) for c in conts for j in range(k)]
             clen = max(len(r) for r in rows)
-            cache = getattr(first, "cache", None) or first.past_key_values
+            cache = getattr(first, "cache", None)
+            if cache is None:  # transformers before 5.24
+                cache = first.past_key_values
             cache.batch_repeat_interleave(k)
             cids = torch.full((len(rows), clen), pad, dtype=torch.long)
             cmask = torch.zeros((len(rows), clen), dtype=torch.long)
