@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from deceptwatch._deadlines import Deadlines
 from deceptwatch.backends import Backend, BaseBackend, GenerateRequest, GenerateResponse
 from deceptwatch.backends._mock import MockBackend
 from deceptwatch.runner import Counters, ModelRun, RunnerConfig, run_id_for, run_trials
-from deceptwatch.runner._deadlines import Deadlines
 from deceptwatch.runner._gc import fewer_collections
 from deceptwatch.scenarios import ScenarioRecord, count_trials, parse_scenarios
 from deceptwatch.store import Store, TrialRow

@@ -204,15 +204,20 @@ class FastInsert:
             conn.exec_driver_sql(self.sql(table, replace), rows)
 
 
+def pg_text(text: str) -> str:
+    """`text` with NUL (U+0000) as U+FFFD, the replacement character: PostgreSQL text cannot
+    hold a NUL, and a reply with one would otherwise fail every write of its batch, on every
+    resume. (A NUL sent as JSON's escape, ``\\u0000``, stays that escape in the raw reply:
+    only decoded text has the NUL itself.)"""
+    return text.replace("\x00", "\ufffd")
+
+
 def _without_nul(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """`rows` with NUL (U+0000) in text as U+FFFD, the replacement character: PostgreSQL
-    text cannot hold a NUL, and a reply with one would otherwise fail every write of its
-    batch, on every resume. (A NUL sent as JSON's escape, ``\\u0000``, stays that escape in
-    the raw reply: only decoded text has the NUL itself.)"""
+    """`rows` with `pg_text` applied to the text of every row that has a NUL."""
     out = rows
     for i, row in enumerate(rows):
         if any(type(v) is str and "\x00" in v for v in row):
             if out is rows:
                 out = list(rows)
-            out[i] = tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
+            out[i] = tuple(pg_text(v) if type(v) is str else v for v in row)
     return out

@@ -26,6 +26,7 @@ from deceptwatch.store._rows import (
     TrialRow,
     outcome_dict,
     outcome_tuple,
+    pg_text,
     response_dict,
     response_tuple,
     trial_dict,
@@ -415,6 +416,8 @@ class Store:
     ) -> dict[str, int]:
         """Record the end of a run with counts taken from the store itself."""
         counts = self.run_counts(run_id)
+        if message is not None and self.dialect == "postgresql":
+            message = pg_text(message)  # it may quote an error reply
         with self.engine.begin() as conn:
             conn.execute(
                 update(s.runs)
@@ -424,20 +427,13 @@ class Store:
                     updated_at=now(),
                     n_done=counts["done"],
                     n_error=counts["error"],
-                    message=self._text(message),
+                    message=message,
                     findings_json=None if findings is None else json.dumps(findings),
                 )
             )
         return counts
 
     # ------------------------------------------------------------------ reads
-
-    def _text(self, value: str | None) -> str | None:
-        """Free text for a column: on PostgreSQL, which cannot store NUL, with U+FFFD for
-        it (a message may quote an error reply)."""
-        if value is not None and self.dialect == "postgresql":
-            return value.replace("\x00", "\ufffd")
-        return value
 
     def run_counts(self, run_id: str) -> dict[str, int]:
         """Stored outcomes of a run by kind, plus ``done`` (all but errors)."""
