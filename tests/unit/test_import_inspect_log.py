@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from _fuzz import change, json_values, places, reaches
 from deceptwatch.cli import app
 from deceptwatch.store import Store
 from deceptwatch.store import _schema as s
@@ -262,44 +263,7 @@ def test_pairs_the_statistics_cannot_take_exit_2_and_write_nothing(
 
 # ---------------------------------------------------------------- fuzzed logs (issue 5)
 
-_JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-3, 3)
-    | st.floats(allow_nan=False, allow_infinity=False, width=32)
-    | st.text(max_size=6)
-    # values the importer reads for meaning: letters, scores, conditions, pairs, families
-    | st.sampled_from(["A", "B", "(B)", "C", "I", "observed", "unobserved", "p0", "honeypot"]),
-    lambda kids: (
-        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
-    ),
-    max_leaves=5,
-)
-
-
-def _paths(doc: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every place in a JSON document, parents before children."""
-    out = [at]
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out += _paths(v, (*at, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            out += _paths(v, (*at, i))
-    return out
-
-
-def _mutate(doc: Any, at: tuple[Any, ...], how: str, value: Any) -> Any:
-    if not at:
-        return value
-    parent = doc
-    for step in at[:-1]:
-        parent = parent[step]
-    if how == "delete":
-        del parent[at[-1]]
-    else:
-        parent[at[-1]] = value
-    return doc
+_JSON = json_values(["A", "B", "(B)", "C", "I", "observed", "unobserved", "p0", "honeypot"])
 
 
 @pytest.fixture(scope="module")
@@ -307,12 +271,12 @@ def log_doc(logs: tuple[Path, Path]) -> tuple[dict[str, Any], list[tuple[Any, ..
     doc = json.loads(logs[1].read_text(encoding="utf-8"))
     # what the importer reads: the eval's header and the samples (not their event
     # transcripts), where a mutation can pass Inspect's own checks and reach our code
-    places = [
+    read = [
         p
-        for p in _paths(doc)
+        for p in places(doc)
         if p[:1] == ("eval",) or (p[:1] == ("samples",) and p[2:3] not in (("events",),))
     ]
-    return doc, places
+    return doc, read
 
 
 @settings(
@@ -331,13 +295,13 @@ def test_fuzzed_logs_import_whole_or_exit_2_writing_nothing(
     import copy
     import tempfile
 
-    original, places = log_doc
+    original, read = log_doc
     doc: Any = copy.deepcopy(original)
     for _ in range(data.draw(st.integers(1, 3))):
-        live = [p for p in places if _reaches(doc, p)]
+        live = [p for p in read if reaches(doc, p)]
         at = data.draw(st.sampled_from(live))
         how = data.draw(st.sampled_from(["replace", "delete"] if at else ["replace"]))
-        doc = _mutate(doc, at, how, data.draw(_JSON))
+        doc = change(doc, at, data.draw(_JSON), delete=how == "delete")
     with tempfile.TemporaryDirectory() as d:
         path, db = Path(d) / "fuzzed.json", Path(d) / "store.db"
         path.write_text(json.dumps(doc), encoding="utf-8")
@@ -357,15 +321,3 @@ def test_fuzzed_logs_import_whole_or_exit_2_writing_nothing(
             ).all()
         assert len(stored) == report["new_trials"]
         assert all(outcome == "error" for kind, outcome in stored if kind is not None)
-
-
-def _reaches(doc: Any, at: tuple[Any, ...]) -> bool:
-    """Whether the place `at` still exists in `doc` (an earlier mutation may have removed it)."""
-    for step in at:
-        inside = (isinstance(doc, dict) and step in doc) or (
-            isinstance(doc, list) and isinstance(step, int) and step < len(doc)
-        )
-        if not inside:
-            return False
-        doc = doc[step]
-    return True

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from _fuzz import change, json_values, places, reaches
 from deceptwatch._errors import InputError
 from deceptwatch.probes import (
     PROBES,
@@ -19,6 +22,7 @@ from deceptwatch.probes import (
     DiffMeansProbe,
     LogisticProbe,
     ProbeRecord,
+    ThresholdRecord,
     TrainedProbe,
     TrainingRecord,
     load_probe,
@@ -176,3 +180,86 @@ def test_flags_need_a_threshold() -> None:
     X, _ = _data(d=5)
     with pytest.raises(InputError, match="no calibrated threshold"):
         _trained().flags(X)
+
+
+_JSON = json_values(
+    ["logistic", "diffmeans", "contrast", "layer.1", "last", "reply", "cue"], finite=False
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(cls=st.sampled_from(list(PROBES.values())), data=st.data())
+def test_a_damaged_probe_file_loads_whole_or_raises_input_error(
+    cls: type, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A saved probe with its record's values replaced or deleted, its arrays cut short or
+    overwritten (with the record's checksum made to agree, or dropped), or its record not
+    UTF-8: `load_probe` gives a working probe or an InputError, never another exception,
+    and never a probe with NaN in its weights or threshold."""
+    import hashlib
+    import json
+
+    d = tmp_path_factory.mktemp("probe")
+    arrays, record = save_probe(_trained(cls), d / "p.safetensors")
+    doc = json.loads(record.read_text())
+    for _ in range(data.draw(st.integers(0, 2))):
+        at = data.draw(st.sampled_from([p for p in places(doc)[1:] if reaches(doc, p)]))
+        doc = change(doc, at, data.draw(_JSON), delete=data.draw(st.booleans()))
+    blob = arrays.read_bytes()
+    damage = data.draw(st.sampled_from(["none", "cut", "overwrite"]))
+    if damage == "cut":
+        blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
+    elif damage == "overwrite":
+        at = data.draw(st.integers(0, len(blob) - 1))
+        patch = data.draw(st.binary(min_size=1, max_size=16))
+        blob = blob[:at] + patch + blob[at + len(patch) :]
+    arrays.write_bytes(blob)
+    if isinstance(doc, dict) and "arrays_sha256" in doc and data.draw(st.booleans()):
+        doc["arrays_sha256"] = hashlib.sha256(blob).hexdigest()
+    text = json.dumps(doc).encode()
+    if data.draw(st.integers(0, 9)) == 0:
+        text = b"\xff" + text
+    record.write_bytes(text)
+    try:
+        loaded = load_probe(record)
+    except InputError:
+        return
+    X, _ = _data(d=loaded.record.n_features, seed=3)
+    assert loaded.score(X).shape == (len(X),)
+    if loaded.record.threshold is not None:  # a NaN threshold would never flag anything
+        assert np.isfinite(loaded.record.threshold.value)
+
+
+def test_non_finite_weights_or_threshold_are_refused(tmp_path: Path) -> None:
+    """A probe with NaN in it would flag nothing and look like a clean negative."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    trained = _trained()
+    threshold = ThresholdRecord(
+        value=0.5, fpr_target=0.01, n_benign=100, benign_flag_rate=0.01, calibration="test"
+    )
+    trained = TrainedProbe(
+        trained.probe, trained.record.model_copy(update={"threshold": threshold})
+    )
+    arrays, record = save_probe(trained, tmp_path / "p.safetensors")
+    good = record.read_text(encoding="utf-8")
+    record.write_text(good.replace('"value": 0.5', '"value": NaN'), encoding="utf-8")
+    with pytest.raises(InputError, match=r"field .threshold\.value."):
+        load_probe(record)
+    doc = json.loads(good)
+    doc["arrays_sha256"] = ""
+    record.write_text(json.dumps(doc), encoding="utf-8")
+    tensors = load_file(str(arrays))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].copy()
+    tensors[name].flat[0] = np.nan
+    save_file(tensors, str(arrays))
+    with pytest.raises(InputError, match=f"array '{name}' holds NaN"):
+        load_probe(record)

@@ -65,7 +65,7 @@ def list_organisms() -> list[dict[str, Any]]:
     out = []
     for name, o in ORGANISMS.items():
         meta_path = weights_root() / name / "organism.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
         out.append(
             {
                 "name": name,

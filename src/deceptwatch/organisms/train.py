@@ -282,7 +282,9 @@ def save(
         to_save = copy.deepcopy(model).to(torch.float16)
     to_save.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    (out / "organism.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    (out / "organism.json").write_text(
+        json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return out
 
 

@@ -259,7 +259,9 @@ class ShardWriter:
             shards=self.shards,
             meta=dict(meta or {}),
         )
-        (self.out_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+        (self.out_dir / MANIFEST).write_text(
+            manifest.model_dump_json(indent=2) + "\n", encoding="utf-8"
+        )
         return manifest
 
 
@@ -283,7 +285,7 @@ def extract_to_disk(
         raise ValueError("keys must give one key per sequence")
     out_dir.mkdir(parents=True, exist_ok=True)
     if keys is not None:
-        (out_dir / KEYS).write_text("".join(f"{k}\n" for k in keys))
+        (out_dir / KEYS).write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")
     writer = ShardWriter(out_dir, shard_size=shard_size)
     for idx, arrays in iter_activations(model, sequences, **kwargs):
         writer.add(idx, arrays)
@@ -300,7 +302,9 @@ class ActivationSet:
         if not file.is_file():
             raise InputError(f"{self.path}: no {MANIFEST}", hint="not an activations directory")
         try:
-            self.manifest = ActivationManifest.model_validate(json.loads(file.read_text()))
+            self.manifest = ActivationManifest.model_validate(
+                json.loads(file.read_text(encoding="utf-8"))
+            )
         except (ValueError, ValidationError) as exc:
             raise InputError(f"{file}: not a valid activations manifest: {exc}") from None
 
@@ -310,7 +314,7 @@ class ActivationSet:
 
     def keys(self) -> list[str] | None:
         file = self.path / KEYS
-        return file.read_text().splitlines() if file.is_file() else None
+        return file.read_text(encoding="utf-8").splitlines() if file.is_file() else None
 
     def iter_shards(self, layer: str) -> Iterator[tuple[IntArray, FloatArray]]:
         """(row indices, activations) of `layer`, one shard at a time."""

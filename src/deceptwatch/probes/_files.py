@@ -45,7 +45,7 @@ DEFAULT_CONTRAST = ContrastPair(
 
 
 class ThresholdRecord(_Strict):
-    value: float
+    value: float = Field(allow_inf_nan=False)
     fpr_target: float = Field(gt=0, lt=1)
     n_benign: int = Field(ge=1)
     benign_flag_rate: float = Field(ge=0, le=1)
@@ -129,7 +129,7 @@ def save_probe(trained: TrainedProbe, path: Path) -> tuple[Path, Path]:
     record = trained.record.model_copy(
         update={"arrays_sha256": _sha256(arrays_path), "deceptwatch_version": __version__}
     )
-    json_path.write_text(record.model_dump_json(indent=2) + "\n")
+    json_path.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return arrays_path, json_path
 
 
@@ -146,9 +146,14 @@ def load_probe(path: Path | str) -> TrainedProbe:
                 hint="a probe is NAME.json next to NAME.safetensors, as `probe train --out` writes",
             )
     try:
-        record = ProbeRecord.model_validate(json.loads(json_path.read_text()))
+        record = ProbeRecord.model_validate(json.loads(json_path.read_text(encoding="utf-8")))
     except json.JSONDecodeError as exc:
         raise InputError(f"{json_path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{json_path}: not UTF-8 text (byte {exc.start})",
+            hint="a probe record is the JSON that `probe train --out` writes",
+        ) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "(top level)"
@@ -165,6 +170,12 @@ def load_probe(path: Path | str) -> TrainedProbe:
         arrays = load_file(str(arrays_path))
     except (SafetensorError, OSError) as exc:
         raise InputError(f"{arrays_path}: not a safetensors file ({exc})") from None
+    bad = sorted(k for k, v in arrays.items() if not np.all(np.isfinite(v)))
+    if bad:
+        raise InputError(
+            f"{arrays_path}: array {bad[0]!r} holds NaN or infinite values",
+            hint="the file is damaged: retrain the probe with `deceptwatch probe train`",
+        )
     params = dict(record.params)
     cls = PROBES[record.method]
     try:
