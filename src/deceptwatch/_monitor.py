@@ -344,6 +344,10 @@ async def monitor_async(
         max_retries=max_retries,
     )
     probe_list = _probe_plan(probes, recs, bks, config)
+    for b in bks:
+        check = getattr(b, "check", None)  # a Backend need not have it (third-party ones)
+        if check is not None:
+            check()
     per_model_trials = count_trials(recs, epochs=epochs, limit=limit)
     total = per_model_trials * len(bks)
     store = Store.open(db)

@@ -178,3 +178,65 @@ def test_bfloat16_scores_track_float32_and_change_the_ids(checkpoint: Path) -> N
     assert fast.cache_key() == {**exact.cache_key(), "dtype": "bfloat16"}
     with pytest.raises(InputError, match="dtype must be float32 or bfloat16"):
         HFBackend(f"hf:{checkpoint}", {"dtype": "float16"})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": "0"}, "at least 1, not 0"),
+        ({"threads": "-2"}, "at least 1, not -2"),
+        ({"batch_size": "many"}, "must be integers"),
+    ],
+)
+def test_bad_numeric_options_are_refused(
+    checkpoint: Path, options: dict[str, str], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        HFBackend(f"hf:{checkpoint}", options)
+
+
+def _broken(checkpoint: Path, tmp_path: Path, how: str) -> Path:
+    import json
+    import shutil
+
+    out = tmp_path / "broken"
+    shutil.copytree(checkpoint, out)
+    if how == "config":
+        (out / "config.json").write_text('{"model_type": "llama", "hidden_size": ', "utf-8")
+    elif how == "weights":
+        weights = out / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:4096])
+    elif how == "template":
+        cfg = json.loads((out / "tokenizer_config.json").read_text("utf-8"))
+        cfg.pop("chat_template", None)
+        (out / "tokenizer_config.json").write_text(json.dumps(cfg), "utf-8")
+        (out / "chat_template.jinja").unlink(missing_ok=True)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("config", "the checkpoint does not load"),
+        ("weights", "the checkpoint does not load"),
+        ("template", "the tokenizer has no chat template"),
+    ],
+)
+def test_a_checkpoint_that_does_not_load_stops_monitor_before_any_write(
+    checkpoint: Path, tmp_path: Path, how: str, message: str
+) -> None:
+    """Bad input, not a run of failed trials: exit 2, the directory named, no store."""
+    from typer.testing import CliRunner
+
+    from deceptwatch.cli import app
+
+    path = _broken(checkpoint, tmp_path, how)
+    db = tmp_path / "store.db"
+    args = ["monitor", "-m", f"hf:{path}", "--suite", "core", "--limit", "1", "--db", str(db)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert str(path) in flat
+    assert message in flat
+    assert "hint:" in flat
+    assert not db.exists()

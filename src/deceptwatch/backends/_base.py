@@ -101,5 +101,11 @@ class BaseBackend:
         """Told by the runner how many calls it will make at once (e.g. to size a pool)."""
         return
 
+    def check(self) -> None:
+        """Raise InputError when the backend cannot work at all (a local checkpoint that does
+        not load). `monitor` calls it before anything is written; a failure that may pass
+        (an endpoint that is down) is not checked here, but recorded per trial."""
+        return
+
     async def aclose(self) -> None:
         return None

@@ -88,10 +88,16 @@ class HFBackend(BaseBackend):
                 "save_pretrained(..., safe_serialization=True)",
             )
         try:
-            self.batch_size = max(1, int(opts.get("batch_size", "32")))
-            self.threads = max(1, int(opts.get("threads", str(min(2, os.cpu_count() or 1)))))
+            self.batch_size = int(opts.get("batch_size", "32"))
+            self.threads = int(opts.get("threads", str(min(2, os.cpu_count() or 1))))
         except ValueError:
             raise InputError("hf options batch_size and threads must be integers") from None
+        if self.batch_size < 1 or self.threads < 1:
+            raise InputError(
+                f"hf options batch_size and threads must be at least 1, not "
+                f"{self.batch_size if self.batch_size < 1 else self.threads}",
+                hint="e.g. -o batch_size=32 -o threads=2",
+            )
         self.dtype = opts.get("dtype", "float32")
         if self.dtype not in _DTYPES:
             raise InputError(
@@ -148,9 +154,25 @@ class HFBackend(BaseBackend):
 
         hf_logging.disable_progress_bar()
         torch.set_num_threads(self.threads)
-        tok = AutoTokenizer.from_pretrained(
-            self.path, local_files_only=True, trust_remote_code=False
-        )
+        try:
+            tok = AutoTokenizer.from_pretrained(
+                self.path, local_files_only=True, trust_remote_code=False
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                self.path,
+                local_files_only=True,
+                use_safetensors=True,
+                trust_remote_code=False,
+                dtype=getattr(torch, self.dtype),
+            )
+        except Exception as exc:  # transformers raises many kinds for a damaged checkpoint
+            text = str(exc).strip()
+            first = text.splitlines()[0][:300] if text else ""
+            raise InputError(
+                f"{self.path}: the checkpoint does not load ({type(exc).__name__}: {first})",
+                hint="hf:PATH takes a transformers causal-LM checkpoint directory (config.json, "
+                "tokenizer files and .safetensors weights, as save_pretrained writes them)",
+            ) from None
         if self.chat_template == "plain" or (
             self.chat_template is None and not getattr(tok, "chat_template", None)
         ):
@@ -162,15 +184,12 @@ class HFBackend(BaseBackend):
             tok.chat_template = PLAIN_TEMPLATE
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(
-            self.path,
-            local_files_only=True,
-            use_safetensors=True,
-            trust_remote_code=False,
-            dtype=getattr(torch, self.dtype),
-        )
         model.eval()
         self.tokenizer, self.model = tok, model
+
+    def check(self) -> None:
+        """Load now, so that a checkpoint that does not load stops `monitor` before any write."""
+        self.load()
 
     # ------------------------------------------------------------------ batching
 
