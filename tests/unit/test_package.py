@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from deceptwatch.cli import app
@@ -37,6 +38,22 @@ def test_public_names_resolve_lazily() -> None:
 
     assert deceptwatch.load_suite("core")
     assert "Scenario" in dir(deceptwatch)
+    for name in deceptwatch.__all__:
+        assert getattr(deceptwatch, name) is not None, name
+
+
+def test_the_readme_python_example_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's "From Python" block, executed verbatim (the store in a temp dir)."""
+    pytest.importorskip("torch")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    assert blocks, "the README has no Python example"
+    monkeypatch.setenv("DECEPTWATCH_DB", str(tmp_path / "readme.db"))
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("deceptive ")
 
 
 runner = CliRunner()
