@@ -38,6 +38,11 @@ class MissingExtraError(DeceptwatchError):
         self.extra = extra
 
 
+class StoreError(DeceptwatchError):
+    """The store failed while a run was recording trials. What was committed is kept; the
+    trials that were not run again when the same command is rerun."""
+
+
 class BackendError(DeceptwatchError):
     """A backend call failed.
 

@@ -7,12 +7,13 @@ The Python API behind ``deceptwatch monitor``. Everything that can be wrong with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deceptwatch._errors import InputError
+from deceptwatch._errors import InputError, StoreError
 from deceptwatch._ids import MAX_SEED
 from deceptwatch.backends import Backend, GenerationConfig, get_backend
 from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
@@ -370,16 +371,21 @@ async def monitor_async(
             run_id, config=run_config, models=describe_models(bks), scenarios=recs, n_trials=total
         )
         counters = Counters(total=total)
-        with progress_bar(total, enabled=progress) as hook:
-            model_runs = await run_trials(
-                run_id=run_id,
-                records=recs,
-                backends=bks,
-                store=store,
-                config=config,
-                counters=counters,
-                on_progress=hook,
-            )
+        try:
+            with progress_bar(total, enabled=progress) as hook:
+                model_runs = await run_trials(
+                    run_id=run_id,
+                    records=recs,
+                    backends=bks,
+                    store=store,
+                    config=config,
+                    counters=counters,
+                    on_progress=hook,
+                )
+        except StoreError as exc:
+            with contextlib.suppress(Exception):  # the store may be what is failing
+                store.finish_run(run_id, status=INCOMPLETE, message=str(exc), findings=None)
+            raise
         per_model_findings: list[list[Any]] = []
         per_model_counts: list[dict[str, int]] = []
         tables: list[TrialTable] = []

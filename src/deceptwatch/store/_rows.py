@@ -9,7 +9,7 @@ and PostgreSQL share, so that no per-row work happens in SQLAlchemy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -200,8 +200,16 @@ class FastInsert:
     ) -> None:
         if rows:
             if self.dialect.name == "postgresql":
-                rows = _without_nul(rows)
+                rows = sorted(_without_nul(rows), key=_key_of(table))
             conn.exec_driver_sql(self.sql(table, replace), rows)
+
+
+def _key_of(table: Table) -> Any:
+    """A sort key giving a row's primary key. PostgreSQL locks each key as a row goes in:
+    writers that insert the same keys (prompts are shared by every run) must take them in
+    one order, or two of them can each wait for the other (a deadlock)."""
+    cols = [c.name for c in table.columns]
+    return itemgetter(*(cols.index(c.name) for c in table.primary_key.columns))
 
 
 def pg_text(text: str) -> str:

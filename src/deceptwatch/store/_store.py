@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from deceptwatch._errors import InputError
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.store import _schema as s
+from deceptwatch.store._retry import retry_conflicts
 from deceptwatch.store._rows import (
     FastInsert,
     TrialRow,
@@ -233,6 +234,8 @@ class Store:
             )
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        if self.dialect == "postgresql":  # one lock order for every writer (see _rows._key_of)
+            rows = sorted(rows, key=lambda r: tuple(str(r[k]) for k in keys))
         conn.execute(stmt, list(rows))
 
     def _insert_generic(
@@ -252,6 +255,7 @@ class Store:
             elif replace:
                 conn.execute(update(table).where(*where).values(**row))
 
+    @retry_conflicts
     def begin_run(
         self,
         run_id: str,
@@ -342,6 +346,7 @@ class Store:
             q = select(s.trials.c.id).where(s.trials.c.model_id == model).limit(1)
             return conn.execute(q).first() is not None
 
+    @retry_conflicts
     def link_trials(self, run_id: str, trial_ids: Sequence[str]) -> None:
         if not trial_ids:
             return
@@ -353,6 +358,7 @@ class Store:
                 ["run_id", "trial_id"],
             )
 
+    @retry_conflicts
     def write_trials(self, run_id: str, rows: Sequence[TrialRow]) -> None:
         """Write a batch of finished trials in one transaction.
 
@@ -411,6 +417,7 @@ class Store:
             conn, s.outcomes, [outcome_dict(r, ts) for r in rows], ["trial_id"], replace=True
         )
 
+    @retry_conflicts
     def finish_run(
         self, run_id: str, *, status: str, message: str | None, findings: Any | None
     ) -> dict[str, int]:
@@ -505,6 +512,7 @@ class Store:
         with self._read() as conn:
             return {row[0]: row[1] for row in conn.execute(q)}
 
+    @retry_conflicts
     def write_probe_scores(
         self,
         run_id: str,
