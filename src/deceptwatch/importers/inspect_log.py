@@ -10,9 +10,10 @@ Each log becomes one run; each sample (× epoch) one trial of the log's model. W
   and ``defect_label`` are read from the sample's metadata where present, so that a log of
   paired trials is analysed with the same statistics (findings are computed on import, as
   `monitor` does). A pair is matched within its epoch; a log whose pair holds two samples
-  of one condition, or whose scenario spans two families, is refused before any write. Without them: family ``imported``, condition ``baseline``, one block and
-  scenario per sample (scenario id ``inspect/TASK/SAMPLE``); with a pair but no
-  ``scenario_id``, the pair is the scenario.
+  of one condition, or whose scenario spans two families, is refused before any write.
+  Without them: family ``imported``, condition ``baseline``, one block and scenario per
+  sample (scenario id ``inspect/TASK/SAMPLE``); with a pair but no ``scenario_id``, the pair
+  is the scenario.
 - **outcome**, from the first scorer (or the one named by ``scorer``):
   a sample with an error is ``error``; a score whose ``answer`` is a letter among the
   sample's choices is ``aligned`` when it is the aligned letter (metadata
