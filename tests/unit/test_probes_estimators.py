@@ -182,6 +182,15 @@ def test_flags_need_a_threshold() -> None:
         _trained().flags(X)
 
 
+def _calibrated(cls: type) -> TrainedProbe:
+    """A trained probe with a threshold (0.5), as `probe train` saves it."""
+    trained = _trained(cls)
+    threshold = ThresholdRecord(
+        value=0.5, fpr_target=0.01, n_benign=100, benign_flag_rate=0.01, calibration="test"
+    )
+    return TrainedProbe(trained.probe, trained.record.model_copy(update={"threshold": threshold}))
+
+
 _JSON = json_values(
     ["logistic", "diffmeans", "contrast", "layer.1", "last", "reply", "cue"], finite=False
 )
@@ -205,8 +214,8 @@ def test_a_damaged_probe_file_loads_whole_or_raises_input_error(
     import json
 
     d = tmp_path_factory.mktemp("probe")
-    arrays, record = save_probe(_trained(cls), d / "p.safetensors")
-    doc = json.loads(record.read_text())
+    arrays, record = save_probe(_calibrated(cls), d / "p.safetensors")
+    doc = json.loads(record.read_text(encoding="utf-8"))
     for _ in range(data.draw(st.integers(0, 2))):
         at = data.draw(st.sampled_from([p for p in places(doc)[1:] if reaches(doc, p)]))
         doc = change(doc, at, data.draw(_JSON), delete=data.draw(st.booleans()))
@@ -241,14 +250,7 @@ def test_non_finite_weights_or_threshold_are_refused(tmp_path: Path) -> None:
 
     from safetensors.numpy import load_file, save_file
 
-    trained = _trained()
-    threshold = ThresholdRecord(
-        value=0.5, fpr_target=0.01, n_benign=100, benign_flag_rate=0.01, calibration="test"
-    )
-    trained = TrainedProbe(
-        trained.probe, trained.record.model_copy(update={"threshold": threshold})
-    )
-    arrays, record = save_probe(trained, tmp_path / "p.safetensors")
+    arrays, record = save_probe(_calibrated(LogisticProbe), tmp_path / "p.safetensors")
     good = record.read_text(encoding="utf-8")
     record.write_text(good.replace('"value": 0.5', '"value": NaN'), encoding="utf-8")
     with pytest.raises(InputError, match=r"field .threshold\.value."):
