@@ -8,6 +8,13 @@ is always raised before anything is written to the store.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of `exc`'s message, cut at `limit` characters ("" when it has none):
+    enough to say what a library raised, inside one of our own messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
 class DeceptwatchError(Exception):
     """Base class for errors raised by deceptwatch."""
 

@@ -33,7 +33,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from deceptwatch._errors import BackendError, InputError, require
+from deceptwatch._errors import BackendError, InputError, first_line, require
 from deceptwatch.backends._base import BaseBackend, GenerateRequest, GenerateResponse
 
 _KNOWN = frozenset({"batch_size", "threads", "answer_format", "mode", "chat_template", "dtype"})
@@ -166,10 +166,9 @@ class HFBackend(BaseBackend):
                 dtype=getattr(torch, self.dtype),
             )
         except Exception as exc:  # transformers raises many kinds for a damaged checkpoint
-            text = str(exc).strip()
-            first = text.splitlines()[0][:300] if text else ""
             raise InputError(
-                f"{self.path}: the checkpoint does not load ({type(exc).__name__}: {first})",
+                f"{self.path}: the checkpoint does not load "
+                f"({type(exc).__name__}: {first_line(exc)})",
                 hint="hf:PATH takes a transformers causal-LM checkpoint directory (config.json, "
                 "tokenizer files and .safetensors weights, as save_pretrained writes them)",
             ) from None

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deceptwatch._errors import InputError, require
+from deceptwatch._errors import InputError, first_line, require
 from deceptwatch._ids import canonical_json, content_hash
 
 SOURCE = "inspect"
@@ -154,7 +154,7 @@ def _read_log(path: Path) -> Any:
             f"{path}: no such file", hint="give an Inspect .eval or .json log"
         ) from None
     except Exception as exc:  # the reader raises many kinds for a file that is not a log
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 200) or type(exc).__name__
         raise InputError(
             f"{path}: not a readable Inspect log ({first})",
             hint="give a .eval or .json log written by Inspect (inspect_ai.log.write_eval_log)",
