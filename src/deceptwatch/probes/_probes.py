@@ -105,6 +105,10 @@ class LinearProbe:
         return (self.decision_function(X) > 0).astype(np.int64)
 
     def _set_linear(self, coef: FloatArray, intercept: float) -> None:
+        if not (np.all(np.isfinite(coef)) and np.isfinite(intercept)):
+            # A probe with a NaN weight never scores above its threshold: it would pass
+            # every trial as clean. Refuse it where it is made, not where it is used.
+            raise ValueError(f"{type(self).__name__}: the fit gave NaN or infinite weights")
         self.coef_ = np.asarray(coef, dtype=np.float64)
         self.intercept_ = float(intercept)
         self.n_features_in_ = int(self.coef_.shape[0])
@@ -119,7 +123,8 @@ class LinearProbe:
         """Set the learned attributes from saved arrays (the inverse of `arrays`)."""
         coef = np.asarray(arrays["coef"], dtype=np.float64).ravel()
         intercept = np.asarray(arrays["intercept"], dtype=np.float64).ravel()
-        if intercept.shape != (1,) or coef.size == 0 or not np.all(np.isfinite(coef)):
+        finite = np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))
+        if intercept.shape != (1,) or coef.size == 0 or not finite:
             raise ValueError("saved probe arrays are malformed (coef, intercept)")
         self._set_linear(coef, float(intercept[0]))
         return self
@@ -156,8 +161,8 @@ class LogisticProbe(LinearProbe):
         from scipy.optimize import minimize
         from scipy.special import expit
 
-        if not self.C > 0:
-            raise ValueError(f"C must be positive, got {self.C}")
+        if not (np.isfinite(self.C) and self.C > 0):
+            raise ValueError(f"C must be a positive finite number, got {self.C}")
         arr = _check_X(X)
         labels = _check_y(y, arr.shape[0])
         if self.standardize:

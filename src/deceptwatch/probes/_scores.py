@@ -21,7 +21,7 @@ import numpy as np
 from deceptwatch._errors import InputError
 from deceptwatch.probes._calibrate import ProbeEvaluation, evaluate, min_benign, threshold_at_fpr
 from deceptwatch.probes._files import ThresholdRecord, TrainedProbe
-from deceptwatch.probes._trials import _load, _stream_scores, open_backend
+from deceptwatch.probes._trials import _load, _stream_scores, _unreadable, open_backend
 from deceptwatch.scenarios import OBSERVED, PLACEBO, UNOBSERVED, Trial
 from deceptwatch.stats import Interval, mcnemar_exact, newcombe_paired_interval, wilson_interval
 
@@ -193,6 +193,11 @@ def score_trials(
     if not trials:
         raise InputError("no trials to score")
     scores = _stream_scores(backend, trained, trials, batch_size=batch_size)
+    if not np.isfinite(scores).any():
+        raise InputError(
+            f"no trial could be scored: {_unreadable(backend, trials, np.isfinite(scores))}",
+            hint="check the suite and the model",
+        )
     rec = trained.record
     if recalibrate_on:
         target = fpr or (rec.threshold.fpr_target if rec.threshold else 0.01)

@@ -167,6 +167,17 @@ def _batches(
         yield index[idx], arrays[layer]
 
 
+def _unreadable(backend: HFBackend, trials: Sequence[Trial], read: npt.NDArray[np.bool_]) -> str:
+    """How many trials could not be read, and why the first of them could not."""
+    n = int((~read).sum())
+    for i in np.flatnonzero(~read)[:50].tolist():  # a reason, not a census
+        try:
+            backend.prompt_ids(trial_request(trials[i]))
+        except BackendError as exc:
+            return f"{n} of {len(trials)} trials could not be read, e.g. {exc.message}"
+    return f"{n} of {len(trials)} trials could not be read"
+
+
 def canonical(backend: HFBackend, layer: str) -> str:
     return resolve_layers(backend.model, [layer])[0].name
 
@@ -211,7 +222,10 @@ def trial_activations_to_disk(
     the trial ids (unreadable trials are left out: see ``keys.txt``)."""
     seqs, pools, keep = _sequences(backend, trials, position, behaviours)
     if not seqs:
-        raise InputError("no trial could be read", hint="check the suite and the model")
+        raise InputError(
+            f"no trial could be read: {_unreadable(backend, trials, np.zeros(len(trials), bool))}",
+            hint="check the suite and the model",
+        )
     names = [la.name for la in resolve_layers(backend.model, list(layers))]
     return extract_to_disk(
         backend.model,
@@ -348,6 +362,16 @@ def calibrate(
     return trained.with_threshold(_threshold(scores, benign, conditions, fpr, description))
 
 
+def _fit(probe: LinearProbe, X: FloatArray, y: npt.NDArray[Any], hint: str) -> None:
+    """`probe.fit`, with a fit that cannot be made (equal contrast activations, weights
+    that overflow) reported as bad input rather than a traceback."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # the error below says it
+            probe.fit(X, y)
+    except ValueError as exc:
+        raise InputError(f"the {probe.method} probe cannot be fitted: {exc}", hint=hint) from exc
+
+
 def train_probe(
     backend: HFBackend,
     trials: Sequence[Trial],
@@ -371,7 +395,7 @@ def train_probe(
     name = canonical(backend, layer)
     if method == "contrast":
         X = contrast_activations(backend, contrast, layer=name, position=position)
-        probe.fit(X, np.array([1, 0]))
+        _fit(probe, X, np.array([1, 0]), "check that --positive and --negative differ")
         training = TrainingRecord(n=2, n_positive=1, contrast=contrast)
         target = "contrast"
     else:
@@ -385,18 +409,20 @@ def train_probe(
             backend, trials, layer=name, position=position, behaviours=beh, batch_size=batch_size
         )
         mask, y = labels(target, trials, beh)
-        mask &= np.all(np.isfinite(X), axis=1)
+        read = np.all(np.isfinite(X), axis=1)
+        mask &= read
         if len(set(y[mask].tolist())) < 2:
             what = (
                 "defect and aligned choices"
                 if target == "defect"
                 else "observed and unobserved trials"
             )
+            unread = "" if read.all() else f"; {_unreadable(backend, trials, read)}"
             raise InputError(
-                f"the training trials hold no mix of {what} ({int(mask.sum())} usable)",
+                f"the training trials hold no mix of {what} ({int(mask.sum())} usable{unread})",
                 hint="train on a suite and model where both occur",
             )
-        probe.fit(X[mask], y[mask])
+        _fit(probe, X[mask], y[mask], "try another --layer or --method")
         training = TrainingRecord(
             suites=sorted({t.suite for t in trials}),
             families=sorted({t.family for t in trials}),
