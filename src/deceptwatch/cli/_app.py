@@ -194,11 +194,6 @@ def monitor(
             f"{name} {value}: {first['msg']}",
             hint="--temperature takes 0 to 2 (e.g. 0.7); --max-tokens 1 to 32768 (e.g. 256)",
         ) from None
-    if not 0 <= max_error_rate <= 1:  # also rejects nan, which would disable the check
-        raise InputError(
-            f"--max-error-rate must lie in [0, 1], got {max_error_rate}",
-            hint="give the share of trials that may fail, e.g. --max-error-rate 0.05",
-        )
     report = run_monitor(
         model or None,
         suites=suite or None,
@@ -458,11 +453,8 @@ def organisms_train(
         raise InputError(
             f"unknown organism {name!r}", hint=f"built-in organisms: {', '.join(ORGANISMS)}"
         )
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise InputError(
-            f"{out_dir}: directory is not empty", hint="give --out a new or empty directory"
-        )
     require("torch", "local", "Training organisms")
+    created = _new_out_dir(out_dir)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from deceptwatch.organisms._pipeline import build
@@ -482,17 +474,41 @@ def organisms_train(
             tasks[phase] = bar.add_task(phase, total=total)
         bar.update(tasks[phase], completed=step)
 
-    with bar:
-        path = build(
-            name,
-            out_dir,
-            seed=seed,
-            threads=threads,
-            progress=report,
-            base_steps=base_steps,
-            steps=steps,
-        )
+    try:
+        with bar:
+            path = build(
+                name,
+                out_dir,
+                seed=seed,
+                threads=threads,
+                progress=report,
+                base_steps=base_steps,
+                steps=steps,
+            )
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # stopped before anything was saved: leave no trace
+        raise
     err.print(f"saved organism {name!r} to {path}", markup=False)
+
+
+def _new_out_dir(out_dir: Path) -> bool:
+    """Check that `out_dir` is a new or empty directory, creating it (and its parents) when
+    it is new, before any training is spent; return whether it was created here."""
+    hint = "give --out a new or empty directory"
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise InputError(f"{out_dir}: exists and is not a directory", hint=hint)
+        if any(out_dir.iterdir()):
+            raise InputError(f"{out_dir}: directory is not empty", hint=hint)
+        return False
+    try:
+        out_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise InputError(
+            f"{out_dir}: cannot create the directory: {exc.strerror or exc}", hint=hint
+        ) from exc
+    return True
 
 
 def main() -> None:

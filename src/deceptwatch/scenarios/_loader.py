@@ -285,9 +285,8 @@ def load_path(path: str | Path, *, suite: str | None = None) -> list[ScenarioRec
         return check_unique(r for f in files for r in load_file(f, suite=name))
     if p.is_file():
         return check_unique(load_file(p, suite=suite))
-    raise InputError(
-        f"{p}: no such file or directory", hint="give a YAML file or a directory of them"
-    )
+    what = "not a regular file or directory" if p.exists() else "no such file or directory"
+    raise InputError(f"{p}: {what}", hint="give a YAML file or a directory of them")
 
 
 def _builtin_root() -> Path:
