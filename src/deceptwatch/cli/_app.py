@@ -100,7 +100,7 @@ def monitor(
         typer.Option(
             "--suite",
             "-s",
-            help="Built-in suite name, 'all', or a YAML file/directory. Repeatable. Default: organism_heldout for the built-in organisms, core when --model is given.",
+            help="Built-in suite name, 'all', or a YAML file/directory. Repeatable. Default: organism_heldout when every model is a built-in organism (as without --model), core otherwise.",
         ),
     ] = None,
     db: Annotated[

@@ -400,9 +400,11 @@ class _Run:
                 counters.errors += 1
                 self.consecutive_failures += 1
                 if self.consecutive_failures >= self.abort_after and self.abort_reason is None:
+                    # "after 5 retries" would be wrong for an error that is never retried
+                    # (a prompt too long for the model), so the last trial's attempts.
                     self.abort_reason = (
-                        f"{self.consecutive_failures} trials in a row failed after "
-                        f"{self.config.max_retries} retries; last error: {error.message}"
+                        f"{self.consecutive_failures} trials in a row failed, the last after "
+                        f"{attempts} attempt{'' if attempts == 1 else 's'}: {error.message}"
                     )
             else:
                 self.consecutive_failures = 0
