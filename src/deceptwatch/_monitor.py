@@ -402,6 +402,15 @@ async def monitor_async(
             with contextlib.suppress(Exception):  # the store may be what is failing
                 store.finish_run(run_id, status=INCOMPLETE, message=str(exc), findings=None)
             raise
+        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: say so in the store
+            with contextlib.suppress(Exception):
+                store.finish_run(
+                    run_id,
+                    status=INCOMPLETE,
+                    message="interrupted; rerun the same command to resume",
+                    findings=None,
+                )
+            raise
         per_model_findings: list[list[Any]] = []
         per_model_counts: list[dict[str, int]] = []
         tables: list[TrialTable] = []

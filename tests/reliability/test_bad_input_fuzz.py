@@ -592,10 +592,10 @@ def bad_probe_option(draw: st.DrawFn) -> tuple[str, list[str], str]:
         value = draw(
             st.integers(min_value=4, max_value=10**6).map("layer.{}".format)
             | (st.from_regex(r"[a-z_.]{1,10}", fullmatch=True) | free_text).filter(
-                lambda s: not _LAYER_OK.fullmatch(s)
+                lambda s: not _LAYER_OK.fullmatch(s.strip())
             )
         )
-        return command, [kind, value], repr(value)[1:-1]  # the message quotes it with repr
+        return command, [kind, value], repr(value.strip())[1:-1]  # quoted with repr, stripped
     else:
         valid = {"--position": {"last", "reply"}, "--method": {"logistic", "diffmeans",
                  "contrast"}, "--target": {"defect", "cue"}}[kind]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -286,3 +287,46 @@ def test_an_abort_on_errors_never_retried_does_not_claim_retries(
         _run_id, [res], _ = _run(store, _recs(minimal_yaml), [_TooLong("long:")], cfg)
     assert res.abort_reason is not None
     assert "trials in a row failed, the last after 1 attempt: prompt of 593" in res.abort_reason
+
+
+class _Slow(MockBackend):
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        await asyncio.sleep(0.01)
+        return await super().generate(request)
+
+
+def test_an_interrupted_run_is_recorded_as_incomplete(tmp_path: Path) -> None:
+    """Ctrl-C cancels the run: what was committed stays, and the store says the run was
+    interrupted instead of leaving it 'running' forever."""
+    from deceptwatch._monitor import monitor_async
+
+    path = tmp_path / "i.db"
+    db = f"sqlite:///{path}"
+
+    def stored() -> int:
+        con = sqlite3.connect(path)
+        try:
+            return int(con.execute("SELECT count(*) FROM trials").fetchone()[0])
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+        finally:
+            con.close()
+
+    async def main() -> None:
+        task = asyncio.create_task(
+            monitor_async(backends=[_Slow("mock:sleeper")], suites=["core"], db=db, epochs=20)
+        )
+        while stored() < 50:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    with Store.open(db) as store, store.engine.connect() as conn:
+        status, message, n_done = conn.exec_driver_sql(
+            "SELECT status, message, n_done FROM runs"
+        ).one()
+        assert status == "incomplete"
+        assert message == "interrupted; rerun the same command to resume"
+        assert n_done == store.count_rows("trials") >= 50
