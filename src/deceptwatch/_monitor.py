@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deceptwatch._errors import InputError, StoreError
+from deceptwatch._errors import InputError, StoreError, first_line
 from deceptwatch._ids import MAX_SEED
 from deceptwatch.backends import Backend, GenerationConfig, get_backend
 from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
@@ -257,6 +257,21 @@ def _run_probes(
     return found, None
 
 
+def _end_failed_run(store: Store, run_id: str, exc: BaseException) -> None:
+    """Record a begun run as incomplete, with why, so that it is never left 'running'
+    (what was committed stays; the same command resumes)."""
+    if isinstance(exc, StoreError):
+        message = str(exc)
+    elif isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):  # Ctrl-C
+        message = "interrupted; rerun the same command to resume"
+    else:
+        message = (
+            f"stopped by {type(exc).__name__}: {first_line(exc)}; rerun the same command to resume"
+        )
+    with contextlib.suppress(Exception):  # the store may be what is failing
+        store.finish_run(run_id, status=INCOMPLETE, message=message, findings=None)
+
+
 def build_backends(models: Sequence[str], options: Mapping[str, str] | None) -> list[Backend]:
     if len(set(models)) != len(models):
         raise InputError("a model is given twice", hint="list each --model once")
@@ -367,9 +382,10 @@ async def monitor_async(
             check()
     per_model_trials = count_trials(recs, epochs=epochs, limit=limit)
     total = per_model_trials * len(bks)
+    run_id = run_id_for(recs, bks, config)
     store = Store.open(db)
+    begun = False  # once the run is begun, it must be ended, whatever stops it
     try:
-        run_id = run_id_for(recs, bks, config)
         run_config = {
             "models": [b.spec for b in bks],
             "suites": list(suites) if records is None else sorted({r.suite for r in recs}),
@@ -386,31 +402,18 @@ async def monitor_async(
         store.begin_run(
             run_id, config=run_config, models=describe_models(bks), scenarios=recs, n_trials=total
         )
+        begun = True
         counters = Counters(total=total)
-        try:
-            with progress_bar(total, enabled=progress) as hook:
-                model_runs = await run_trials(
-                    run_id=run_id,
-                    records=recs,
-                    backends=bks,
-                    store=store,
-                    config=config,
-                    counters=counters,
-                    on_progress=hook,
-                )
-        except StoreError as exc:
-            with contextlib.suppress(Exception):  # the store may be what is failing
-                store.finish_run(run_id, status=INCOMPLETE, message=str(exc), findings=None)
-            raise
-        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: say so in the store
-            with contextlib.suppress(Exception):
-                store.finish_run(
-                    run_id,
-                    status=INCOMPLETE,
-                    message="interrupted; rerun the same command to resume",
-                    findings=None,
-                )
-            raise
+        with progress_bar(total, enabled=progress) as hook:
+            model_runs = await run_trials(
+                run_id=run_id,
+                records=recs,
+                backends=bks,
+                store=store,
+                config=config,
+                counters=counters,
+                on_progress=hook,
+            )
         per_model_findings: list[list[Any]] = []
         per_model_counts: list[dict[str, int]] = []
         tables: list[TrialTable] = []
@@ -511,6 +514,10 @@ async def monitor_async(
         )
         store.finish_run(run_id, status=status, message=message, findings=report.to_dict())
         return report
+    except BaseException as exc:
+        if begun:
+            _end_failed_run(store, run_id, exc)
+        raise
     finally:
         for b in bks:
             await b.aclose()

