@@ -6,6 +6,7 @@ cluster started for the session; see `postgres_cluster` in tests/conftest.py).""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -393,3 +394,12 @@ def test_conflicts_are_retried_and_other_errors_are_not(monkeypatch: pytest.Monk
     with pytest.raises(OperationalError):  # conflicts that do not end: five tries, then up
         failing(["40P01"] * 9)()  # type: ignore[operator]
     assert len(calls) == 5
+
+
+def test_a_store_path_under_a_file_names_the_file(tmp_path: Path) -> None:
+    """mkdir's own reason here is "File exists", which says nothing useful."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match=f"{blocker} is a file"):
+        Store.open(str(blocker / "sub" / "runs.db"))
+    assert blocker.read_text() == "x"

@@ -123,11 +123,15 @@ class Store:
         shown = parsed.render_as_string(hide_password=True)
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
+                parent = Path(parsed.database).parent
                 try:
-                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                    parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
+                    # mkdir says "File exists" when a file sits where a directory should be
+                    blocker = next((p for p in (parent, *parent.parents) if p.is_file()), None)
+                    why = f"{blocker} is a file" if blocker else exc.strerror
                     raise InputError(
-                        f"cannot create the directory of the store {shown}: {exc.strerror}",
+                        f"cannot create the directory of the store {shown}: {why}",
                         hint="give --db a path in a writable directory",
                     ) from None
             engine = create_engine(url)
