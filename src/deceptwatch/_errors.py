@@ -7,12 +7,21 @@ is always raised before anything is written to the store.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of `exc`'s message, cut at `limit` characters ("" when it has none):
     enough to say what a library raised, inside one of our own messages."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else ""
+
+
+def mkdir_failure(path: Path, exc: OSError) -> str:
+    """Why ``path.mkdir(parents=True)`` failed, in words: mkdir says "File exists" or "Not
+    a directory" when a file sits where a directory should be, so that file is named."""
+    blocker = next((p for p in (path, *path.parents) if p.is_file()), None)
+    return f"{blocker} is a file" if blocker is not None else str(exc.strerror or exc)
 
 
 class DeceptwatchError(Exception):

@@ -370,3 +370,15 @@ def test_whole_copy_polarity_overview() -> None:
     assert sum(r.records for r in flipped) == 24516 - 1300  # all but the one-box files
     assert sum(len(r.skipped) for r in flipped) == 260
     assert sum(r.imported for r in flipped) == 22956
+
+
+@needs_data
+def test_an_out_directory_that_cannot_be_created_is_bad_input(tmp_path: Path) -> None:
+    """--out under a file used to end in NotADirectoryError with a traceback (exit 1)."""
+    src = LM / "power-seeking-inclination.jsonl"
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["import", "mwe", str(src), "--out", str(blocker / "out")])
+    assert result.exit_code == 2, result.output
+    assert f"{blocker} is a file" in " ".join(result.output.split())
+    assert sorted(tmp_path.rglob("*")) == [blocker]

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from deceptwatch._errors import DeceptwatchError, InputError
+from deceptwatch._errors import DeceptwatchError, InputError, mkdir_failure
 from deceptwatch._ids import MAX_SEED
 
 app = typer.Typer(
@@ -505,9 +505,8 @@ def _new_out_dir(out_dir: Path) -> bool:
     try:
         out_dir.mkdir(parents=True)
     except OSError as exc:
-        raise InputError(
-            f"{out_dir}: cannot create the directory: {exc.strerror or exc}", hint=hint
-        ) from exc
+        why = mkdir_failure(out_dir, exc)
+        raise InputError(f"{out_dir}: cannot create the directory: {why}", hint=hint) from exc
     return True
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deceptwatch._errors import InputError
+from deceptwatch._errors import InputError, mkdir_failure
 
 KEYS = ("question", "answer_matching_behavior", "answer_not_matching_behavior")
 FORMAT_HINT = (
@@ -487,7 +487,14 @@ def _write_all(out: Path, rendered: Sequence[tuple[FileReport, str]]) -> None:
         for report, text in rendered:
             assert report.output is not None
             target = out / report.output
-            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(
+                    f"--out {out}: cannot create {target.parent}: "
+                    f"{mkdir_failure(target.parent, exc)}",
+                    hint="give --out a directory that can be created",
+                ) from exc
             fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".import-", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, func, se
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
-from deceptwatch._errors import InputError
+from deceptwatch._errors import InputError, mkdir_failure
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.store import _schema as s
 from deceptwatch.store._retry import retry_conflicts
@@ -127,11 +127,9 @@ class Store:
                 try:
                     parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    # mkdir says "File exists" when a file sits where a directory should be
-                    blocker = next((p for p in (parent, *parent.parents) if p.is_file()), None)
-                    why = f"{blocker} is a file" if blocker else exc.strerror
                     raise InputError(
-                        f"cannot create the directory of the store {shown}: {why}",
+                        f"cannot create the directory of the store {shown}: "
+                        f"{mkdir_failure(parent, exc)}",
                         hint="give --db a path in a writable directory",
                     ) from None
             engine = create_engine(url)
