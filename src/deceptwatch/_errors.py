@@ -17,11 +17,21 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit] if text else ""
 
 
+def blocked_path(path: Path) -> str | None:
+    """Why `path` could never be created, checked before any work is spent on what it is
+    to hold: its nearest existing ancestor is a file, not a directory. None otherwise."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file"
+    return None
+
+
 def mkdir_failure(path: Path, exc: OSError) -> str:
     """Why ``path.mkdir(parents=True)`` failed, in words: mkdir says "File exists" or "Not
     a directory" when a file sits where a directory should be, so that file is named."""
-    blocker = next((p for p in (path, *path.parents) if p.is_file()), None)
-    return f"{blocker} is a file" if blocker is not None else str(exc.strerror or exc)
+    if path.is_file():
+        return f"{path} is a file"
+    return blocked_path(path) or str(exc.strerror or exc)
 
 
 class DeceptwatchError(Exception):

