@@ -22,15 +22,19 @@ def blocked_path(path: Path) -> str | None:
     to hold: its nearest existing ancestor is a file, not a directory. None otherwise."""
     for parent in path.parents:
         if parent.exists():
-            return None if parent.is_dir() else f"{parent} is a file"
+            return None if parent.is_dir() else _not_a_directory(parent)
     return None
+
+
+def _not_a_directory(path: Path) -> str:
+    return f"{path} is a file" if path.is_file() else f"{path} is not a directory"
 
 
 def mkdir_failure(path: Path, exc: OSError) -> str:
     """Why ``path.mkdir(parents=True)`` failed, in words: mkdir says "File exists" or "Not
     a directory" when a file sits where a directory should be, so that file is named."""
-    if path.is_file():
-        return f"{path} is a file"
+    if path.exists() and not path.is_dir():
+        return _not_a_directory(path)
     return blocked_path(path) or str(exc.strerror or exc)
 
 
