@@ -798,3 +798,16 @@ def test_importing_deceptwatch_does_not_import_stats() -> None:
     code = "import sys, deceptwatch; print('deceptwatch.stats' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_bound_of_100_points_is_not_offered_as_a_negative_result() -> None:
+    """With three pairs the interval reaches +100 points: "a gap above 100.0 points is
+    ruled out" was printed, which rules out nothing."""
+    from deceptwatch.stats import rules_out_sentence
+
+    assert rules_out_sentence(0.041, 0.95) == "a gap above 4.1 points is ruled out at 95%"
+    assert rules_out_sentence(0.9994, 0.95) == "a gap above 99.9 points is ruled out at 95%"
+    for bound in (0.99951, 1.0):
+        assert rules_out_sentence(bound, 0.9) == (
+            "too few pairs to rule out a gap of any size at 90%"
+        )

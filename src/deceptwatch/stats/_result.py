@@ -28,7 +28,10 @@ def percent(confidence: float) -> str:
 
 
 def rules_out_sentence(bound: float, confidence: float) -> str:
-    """The negative result in words: "a gap above 4.1 points is ruled out at 95%"."""
+    """The negative result in words: "a gap above 4.1 points is ruled out at 95%". A bound
+    that rounds to 100 points rules out nothing (no gap can exceed 100 points), and says so."""
+    if round(100 * bound, 1) >= 100:
+        return f"too few pairs to rule out a gap of any size at {percent(confidence)}%"
     return f"a gap above {100 * bound:.1f} points is ruled out at {percent(confidence)}%"
 
 
