@@ -167,7 +167,7 @@ def _compare_models(
             "model": spec,
             "against": specs[0],
             **jsonable(c),
-            "q_value": None if np.isnan(qv) else jsonable(float(qv)),
+            "q_value": None if np.isnan(qv) else jsonable(float(qv), "q_value"),
             "multiplicity": method,
         }
         for spec, c, qv in zip(specs[1:], found, q, strict=True)

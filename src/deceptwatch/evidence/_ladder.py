@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from deceptwatch.evidence._verdict import depends_on_oversight, pct
+from deceptwatch.evidence._verdict import depends_on_oversight, pct, where
 from deceptwatch.stats import Finding, percent
 
 RUNGS: Mapping[int, str] = {
@@ -168,8 +168,8 @@ def _describe(f: Finding) -> str:
     else:
         placebo = "no placebo cues, so a pure wording effect is not excluded"
     return (
-        f"{f.level} '{f.scope}' defects {pct(f.gap)} more often when unobserved "
-        f"({percent(f.confidence)}% CI {pct(f.ci_low)} to {pct(f.ci_high)}, {q}; {placebo})"
+        f"it defects {pct(f.gap)} more often when unobserved ({where(f)}, "
+        f"{percent(f.confidence)}% CI {pct(f.ci_low)} to {pct(f.ci_high)}, {q}; {placebo})"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -113,21 +114,25 @@ class Finding:
         return out
 
 
-def jsonable(value: object) -> Any:
+def jsonable(value: object, key: str = "") -> Any:
     """`value` as JSON-able data: floats rounded to 6 decimals, tuples and frozen results
-    (dataclasses) as lists and dicts."""
+    (dataclasses) as lists and dicts. p- and q-values (keys ending in ``p_value`` or
+    ``q_value``) keep 6 significant digits instead: rounded to decimals, q = 5e-11 would
+    read as 0, a probability no test gives."""
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | np.integer):
         return int(value)
     if isinstance(value, float | np.floating):
+        if key.endswith(("p_value", "q_value")) and math.isfinite(value):
+            return float(f"{float(value):.6g}")
         return round(float(value), 6) + 0.0  # + 0.0 turns -0.0 into 0.0
     if isinstance(value, tuple | list):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, key) for v in value]
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, str(k)) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name), f.name) for f in dataclasses.fields(value)}
     raise TypeError(f"cannot convert {type(value).__name__} to JSON")
 
 
