@@ -191,3 +191,47 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     add_figure(figures, "crash.requests_with_kills", requests_killed_run)
     add_figure(figures, "crash.requests_uninterrupted", requests_reference)
     add_figure(figures, "crash.stored_after_each_kill", [k["stored"] for k in kills])
+
+
+def test_ctrl_c_exits_130_records_the_run_incomplete_and_the_same_command_resumes(
+    tmp_path: Path,
+) -> None:
+    records = load_suites([SUITE])
+    expected = count_trials(records, epochs=EPOCHS)
+    db = tmp_path / "interrupted.db"
+    url = sqlite_url(db)
+    with FaultServer(records, FaultConfig(policy="sleeper", latency=0.01)) as server:
+        proc = subprocess.Popen(
+            [*CLI, *_args(server.url, db)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _stored_yet(url) >= 50:  # a group commit has landed
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130, stderr
+        assert "interrupted; rerun the same command to resume" in stderr
+        assert "Traceback" not in stderr
+        stored = stored_done(url)
+        assert 50 <= stored < expected
+        assert query(url, "SELECT status, message, n_done FROM runs") == [
+            ("incomplete", "interrupted; rerun the same command to resume", stored)
+        ]
+        final = run_cli(_args(server.url, db), env=cli_env())
+    assert final.returncode == 0, final.stderr
+    assert report_of(final)["models"][0]["counts"]["stored"] == expected
+    assert query(url, "SELECT status FROM runs") == [("complete",)]
+
+
+def _stored_yet(url: str) -> int:
+    try:
+        return stored_done(url)
+    except Exception:  # the store or its tables are not created yet
+        return 0
