@@ -186,11 +186,14 @@ def test_bfloat16_scores_track_float32_and_change_the_ids(checkpoint: Path) -> N
         ({"batch_size": "0"}, "at least 1, not 0"),
         ({"threads": "-2"}, "at least 1, not -2"),
         ({"batch_size": "many"}, "must be integers"),
+        # each of these used to fail every trial of the run, or to be ignored
+        ({"answer_format": "{label}{x}"}, "not a format with only {label} .KeyError"),
+        ({"answer_format": "({label"}, "not a format with only {label} .ValueError"),
+        ({"answer_format": "{{label}}"}, "must contain {label}"),
+        ({"chat_template": "chatml"}, "chat_template must be 'plain', not 'chatml'"),
     ],
 )
-def test_bad_numeric_options_are_refused(
-    checkpoint: Path, options: dict[str, str], message: str
-) -> None:
+def test_bad_options_are_refused(checkpoint: Path, options: dict[str, str], message: str) -> None:
     with pytest.raises(InputError, match=message):
         HFBackend(f"hf:{checkpoint}", options)
 

@@ -106,12 +106,26 @@ class HFBackend(BaseBackend):
                 "at the cost of exactness (see docs/organisms.md)",
             )
         self.answer_format = opts.get("answer_format", "({label})")
-        if "{label}" not in self.answer_format:
+        try:  # "{label}{x}" used to fail every trial of the run, one by one
+            formatted = self.answer_format.format(label="\0")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise InputError(
+                f"answer_format {self.answer_format!r} is not a format with only {{label}} "
+                f"({type(exc).__name__}: {exc})",
+                hint="e.g. -o answer_format='({label})'; write {{ and }} for literal braces",
+            ) from None
+        if "{label}" not in self.answer_format or "\0" not in formatted:
             raise InputError("answer_format must contain {label}, e.g. '({label})'")
         self.mode = opts.get("mode", "choice")
         if self.mode not in ("choice", "generate"):
             raise InputError("hf option mode must be 'choice' or 'generate'")
         self.chat_template = opts.get("chat_template")
+        if self.chat_template not in (None, "plain"):  # any other value used to be ignored
+            raise InputError(
+                f"hf option chat_template must be 'plain', not {self.chat_template!r}",
+                hint="leave it out to use the checkpoint's own chat template; "
+                "-o chat_template=plain formats messages as 'role: content' lines",
+            )
         self._fingerprint = fingerprint(self.path)
         self.model: Any = None
         self.tokenizer: Any = None
