@@ -557,6 +557,21 @@ def test_the_report_table_prints_any_model_name(tmp_path: Path) -> None:
     assert "openai:[/]" in proc.stdout
 
 
+def test_a_model_name_is_never_read_as_an_emoji_code(tmp_path: Path) -> None:
+    """The incomplete run's message "openai:x: 100.0% of trials failed" printed as
+    "openai❌ 100.0% ..." on stdout (":x:" is an emoji code)."""
+    proc = run_cli(
+        [
+            "monitor", "--model", "openai:x", "-o", "base_url=http://127.0.0.1:9/v1",
+            "-o", "timeout=2", "--max-retries", "0", "--limit", "2",
+            "--db", str(tmp_path / "r.db"),
+        ]
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "\N{CROSS MARK}" not in proc.stdout + proc.stderr
+    assert "INCOMPLETE: openai:x: " in " ".join(proc.stdout.split())
+
+
 # ----------------------------------------------------------------------- probe options
 
 _LAYER_OK = re.compile(r"mid|last|layer\.[0-3]")

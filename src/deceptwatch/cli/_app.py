@@ -33,7 +33,7 @@ scenarios_app = typer.Typer(help="Validate, list, show and export scenarios.", n
 app.add_typer(scenarios_app, name="scenarios")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 150)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

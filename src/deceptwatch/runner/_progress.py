@@ -26,7 +26,7 @@ def progress_bar(total: int, *, enabled: bool = True) -> Iterator[ProgressHook]:
     if not enabled:
         yield lambda counters: None
         return
-    console = Console(file=sys.stderr)
+    console = Console(file=sys.stderr, emoji=False)
     progress = Progress(
         TextColumn("[bold]{task.fields[model]}"),
         BarColumn(),
