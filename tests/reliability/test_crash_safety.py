@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -71,6 +72,17 @@ def _args(url: str, db: Path) -> list[str]:
     ]
 
 
+def _start(server: FaultServer, db: Path) -> subprocess.Popen[str]:
+    """`deceptwatch monitor` against `server` as a real process, its stderr kept."""
+    return subprocess.Popen(
+        [*CLI, *_args(server.url, db)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+
+
 def _wait_then_kill(
     proc: subprocess.Popen[str],
     server: FaultServer,
@@ -125,13 +137,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                 requests, delay, from_first = None, commit + rng.uniform(-0.05, 0.05), True
             else:  # at any time: start-up, migration, the run, findings, finishing
                 requests, delay = None, rng.uniform(0.0, 2.5)
-            proc = subprocess.Popen(
-                [*CLI, *_args(server.url, db)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=cli_env(),
-            )
+            proc = _start(server, db)
             killed = _wait_then_kill(
                 proc, server, requests=requests, delay=delay, from_first_request=from_first
             )
@@ -201,13 +207,7 @@ def test_ctrl_c_exits_130_records_the_run_incomplete_and_the_same_command_resume
     db = tmp_path / "interrupted.db"
     url = sqlite_url(db)
     with FaultServer(records, FaultConfig(policy="sleeper", latency=0.01)) as server:
-        proc = subprocess.Popen(
-            [*CLI, *_args(server.url, db)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli_env(),
-        )
+        proc = _start(server, db)
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
             if _stored_yet(url) >= 50:  # a group commit has landed
@@ -233,5 +233,5 @@ def test_ctrl_c_exits_130_records_the_run_incomplete_and_the_same_command_resume
 def _stored_yet(url: str) -> int:
     try:
         return stored_done(url)
-    except Exception:  # the store or its tables are not created yet
+    except sqlite3.OperationalError:  # the store's tables are not created yet
         return 0
