@@ -500,7 +500,13 @@ async def monitor_async(
             )
         complete = not problems
         status = COMPLETE if complete else INCOMPLETE
-        message = None if complete else "; ".join(problems) + ". Rerun the same command to resume."
+        rerun = (
+            "A rerun alone would stop the same way: fix the cause, then rerun the same command "
+            "to resume."
+            if any(mr.needs_fix for mr in model_runs)
+            else "Rerun the same command to resume."
+        )
+        message = None if complete else "; ".join(problems) + ". " + rerun
         report = MonitorReport(
             run_id=run_id,
             complete=complete,

@@ -288,6 +288,39 @@ def test_an_abort_on_errors_never_retried_does_not_claim_retries(
         _run_id, [res], _ = _run(store, _recs(minimal_yaml), [_TooLong("long:")], cfg)
     assert res.abort_reason is not None
     assert "trials in a row failed, the last after 1 attempt: prompt of 593" in res.abort_reason
+    assert res.needs_fix
+
+
+def test_a_run_stopped_by_errors_never_retried_says_a_rerun_alone_will_not_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such a run used to end "Rerun the same command to resume", which would stop the
+    same way; one stopped by retryable errors (a server down) still says just that."""
+    from deceptwatch import monitor
+    from deceptwatch.backends import _registry, backend
+    from deceptwatch.testing.openai_stub import free_port
+
+    monkeypatch.setattr(_registry, "_REGISTRY", {})  # the test's backend goes with it
+    backend("too-long-for-test")(lambda spec, options: _TooLong(spec))
+
+    report = monitor("too-long-for-test:", suites="core", db=str(tmp_path / "s.db"))
+    assert not report.complete
+    assert report.message is not None
+    assert report.message.endswith(
+        "A rerun alone would stop the same way: fix the cause, then rerun the same command "
+        "to resume."
+    )
+    down = monitor(
+        "openai:m",
+        suites="core",
+        db=str(tmp_path / "s.db"),
+        model_options={"base_url": f"http://127.0.0.1:{free_port()}/v1", "api_key": "k"},
+        max_retries=0,
+    )
+    assert not down.complete
+    assert down.message is not None
+    assert "cannot connect" in down.message
+    assert down.message.endswith(". Rerun the same command to resume.")
 
 
 class _Slow(MockBackend):

@@ -91,6 +91,9 @@ class ModelRun:
     errors: int
     aborted: bool
     abort_reason: str | None
+    # The run stopped on errors that are never retried (a prompt too long for the model, a
+    # rejected request): rerunning the same command would stop the same way.
+    needs_fix: bool = False
 
 
 ProgressHook = Callable[[Counters], None]
@@ -255,6 +258,7 @@ class _Run:
         self.consecutive_failures = 0
         self.abort_after = config.abort_after or max(16, 2 * config.concurrency)
         self.abort_reason: str | None = None
+        self.needs_fix = False
         self.attempted = 0
         self.cached = 0
         self.errors = 0
@@ -406,6 +410,7 @@ class _Run:
                         f"{self.consecutive_failures} trials in a row failed, the last after "
                         f"{attempts} attempt{'' if attempts == 1 else 's'}: {error.message}"
                     )
+                    self.needs_fix = not error.retryable
             else:
                 self.consecutive_failures = 0
             if writer.add(row):
@@ -440,6 +445,7 @@ class _Run:
             errors=self.errors,
             aborted=self.stopped(),
             abort_reason=self.abort_reason,
+            needs_fix=self.needs_fix,
         )
 
 
