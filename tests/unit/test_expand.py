@@ -243,3 +243,31 @@ def test_render_messages_matches_the_trials(minimal_yaml: str) -> None:
     recs = _recs(minimal_yaml)
     for t in expand(recs, model="m", seed=0):
         assert render_messages(recs[0].scenario, t.cue, t.factors, t.choice_order) == t.messages
+
+
+def test_generation_settings_refuse_nan_and_give_negative_zero_the_ids_of_zero(
+    minimal_yaml: str,
+) -> None:
+    """`--temperature nan` was refused as "should be less than or equal to 2", and -0.0
+    passed as "-0.0": every trial id differed from those of 0.0, so a rerun with the one
+    did not find the trials of the other."""
+    from pydantic import ValidationError
+
+    from deceptwatch.backends import GenerationConfig
+
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="finite number"):
+            GenerationConfig(temperature=bad)
+    ids = [
+        [
+            t.id
+            for t in expand(
+                _recs(minimal_yaml),
+                model="m",
+                seed=0,
+                generation=GenerationConfig(temperature=temp).model_dump(mode="json"),
+            )
+        ]
+        for temp in (0.0, -0.0)
+    ]
+    assert ids[0] == ids[1]

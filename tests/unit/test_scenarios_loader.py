@@ -160,6 +160,14 @@ def test_unknown_suite_lists_builtins() -> None:
     assert "core" in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_suite_name_is_refused(name: str) -> None:
+    """`--suite ''` used to load the current directory, as the path '.'."""
+    with pytest.raises(InputError, match="a suite name is empty") as info:
+        load_suite(name)
+    assert "core" in (info.value.hint or "")
+
+
 def test_builtin_core_suite_has_oversight_gap_and_honeypot() -> None:
     assert "core" in builtin_suites()
     recs = load_suite("core")

@@ -134,6 +134,9 @@ def test_bad_db_urls_are_input_errors(tmp_path) -> None:  # type: ignore[no-unty
     with pytest.raises(InputError, match="unknown database dialect"):
         Store.open("nosuchdialect://host/db")
     assert resolve_db_url(str(tmp_path / "x.db")) == f"sqlite:///{tmp_path / 'x.db'}"
+    for empty in ("", " "):  # `--db ''` used to fall back to the default store unsaid
+        with pytest.raises(InputError, match="--db is empty"):
+            resolve_db_url(empty)
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(InputError, match="cannot create the directory"):

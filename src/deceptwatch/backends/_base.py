@@ -11,18 +11,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class GenerationConfig(BaseModel):
     """Generation settings shared by every trial of a run. They enter every trial id."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=256, ge=1, le=32768)
     logprobs: bool = Field(default=False, description="Ask for token logprobs where offered.")
     top_logprobs: int = Field(default=5, ge=0, le=20)
+
+    @field_validator("temperature")
+    @classmethod
+    def _no_negative_zero(cls, value: float) -> float:
+        # -0.0 passes ``ge=0`` but is written "-0.0": it would give every trial another id
+        # than 0.0 does, and a rerun with the one would not find the trials of the other.
+        return value + 0.0
 
 
 @dataclass(frozen=True, slots=True)

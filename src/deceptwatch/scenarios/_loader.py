@@ -302,6 +302,11 @@ def builtin_suites() -> list[str]:
 def load_suite(name_or_path: str) -> list[ScenarioRecord]:
     """A built-in suite by name, ``all`` for every built-in suite, or a path."""
     suites = builtin_suites()
+    if not name_or_path.strip():
+        raise InputError(
+            "a suite name is empty",
+            hint=f"built-in suites: {', '.join([*suites, ALL_SUITES])}; or give a YAML file or directory",
+        )
     if name_or_path == ALL_SUITES:
         return check_unique(r for s in suites for r in load_path(_builtin_root() / s, suite=s))
     if name_or_path in suites:

@@ -52,6 +52,11 @@ def default_db_path() -> Path:
 
 def resolve_db_url(db: str | None) -> str:
     """A SQLAlchemy URL from ``--db`` (URL or path), ``$DECEPTWATCH_DB``, or the default path."""
+    if db is not None and not db.strip():
+        raise InputError(
+            "--db is empty",
+            hint=f"give a path or a database URL, or leave --db out for ${DB_ENV} or the default",
+        )
     value = db or os.environ.get(DB_ENV) or str(default_db_path())
     if "\x00" in value:
         raise InputError("--db holds a NUL character", hint="give a path or a database URL")
