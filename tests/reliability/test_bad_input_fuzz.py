@@ -474,6 +474,10 @@ def test_monitor_bad_store_urls_more(db: str, tmp_path: Path) -> None:
     assert result.exit_code == 2, (result.output, result.exception)
     assert isinstance(result.exception, SystemExit)
     assert "hint:" in result.output
+    if db.endswith("garbage.db"):  # not "that the server is running": there is none
+        assert "it must be a deceptwatch store or a new file's path" in " ".join(
+            result.output.split()
+        )
 
 
 def test_a_garbage_store_file_is_never_changed(tmp_path: Path) -> None:

@@ -157,7 +157,8 @@ class Store:
             except ModuleNotFoundError as exc:
                 raise InputError(
                     f"the database driver for {parsed.drivername!r} is not installed ({exc.name})",
-                    hint="for PostgreSQL: pip install 'deceptwatch[postgres]'",
+                    hint="deceptwatch stores runs in SQLite or PostgreSQL; for PostgreSQL: "
+                    "pip install 'deceptwatch[postgres]'",
                 ) from None
         store = cls(engine)
         if migrate:
@@ -203,7 +204,10 @@ class Store:
             raise InputError(
                 f"cannot open the store at {self.engine.url.render_as_string(hide_password=True)}: "
                 f"{exc.orig}",
-                hint="check --db (or $DECEPTWATCH_DB), and that the server is running",
+                hint="check --db (or $DECEPTWATCH_DB): it must be a deceptwatch store or a new "
+                "file's path"
+                if self.dialect == "sqlite"
+                else "check --db (or $DECEPTWATCH_DB), and that the server is running",
             ) from None
         if newer:
             raise InputError(
