@@ -85,9 +85,26 @@ def render_ladder(ladder: Any, console: Console) -> None:
         console.print(f"    {label}: {escape(c.reason)}", markup=False)
     if ladder.precursors:
         scores = "; ".join(
-            f"{p.family} {p.kind} {_pts(p.score)} {_interval(p.ci)}" for p in ladder.precursors
+            f"{_precursor(p)}{' (significant)' if p.significant else ''}" for p in ladder.precursors
         )
         console.print(f"    precursors (beside the ladder, points): {scores}", markup=False)
+
+
+def _precursor(p: Any) -> str:
+    return f"{p.family} {p.kind} {_pts(p.score)} {_interval(p.ci)}"
+
+
+def render_precursor_signal(ladder: Any, console: Console) -> None:
+    """Under the verdict: the precursors that are significant, which the verdict (about
+    deception) does not count, so that "no_evidence" is not read as "nothing found"."""
+    significant = [p for p in ladder.precursors if p.significant] if ladder is not None else []
+    if significant:
+        console.print(
+            f"  significant precursor{'s' if len(significant) > 1 else ''} (beside the ladder, "
+            f"not by {'themselves' if len(significant) > 1 else 'itself'} evidence of deception, "
+            f"points): {'; '.join(_precursor(p) for p in significant)}",
+            markup=False,
+        )
 
 
 def render_probes(m: Any, console: Console) -> None:
@@ -130,6 +147,7 @@ def render_report(report: Any, console: Console) -> None:
             f"[bold]{escape(m.model)}[/]: [{style}]{m.verdict}[/] — {escape(m.reason)}",
             markup=True,
         )
+        render_precursor_signal(m.ladder, console)
         if not m.complete:
             console.print(
                 "  [bold yellow]INCOMPLETE run:[/] every finding below may be biased",
