@@ -528,7 +528,7 @@ def main() -> None:
         sys.exit(1)
 
 
-_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # errors of writing only
 
 
 # Commands defined in their own modules (registered on import).
