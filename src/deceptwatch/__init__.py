@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "monitor": "deceptwatch._monitor",
     "monitor_async": "deceptwatch._monitor",
-    "MonitorReport": "deceptwatch._monitor",
+    "MonitorReport": "deceptwatch._report",
     "Scenario": "deceptwatch.scenarios",
     "ScenarioRecord": "deceptwatch.scenarios",
     "Trial": "deceptwatch.scenarios",
@@ -27,7 +27,8 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from deceptwatch._errors import BackendError, InputError
-    from deceptwatch._monitor import MonitorReport, monitor, monitor_async
+    from deceptwatch._monitor import monitor, monitor_async
+    from deceptwatch._report import MonitorReport
     from deceptwatch.scenarios import Scenario, ScenarioRecord, Trial, expand, load_path, load_suite
 
 

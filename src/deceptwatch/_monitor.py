@@ -12,11 +12,11 @@ import numbers
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from deceptwatch._errors import InputError, StoreError, first_line
 from deceptwatch._ids import MAX_SEED
+from deceptwatch._report import ModelReport, MonitorReport
 from deceptwatch.backends import Backend, GenerationConfig, get_backend
 from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
 from deceptwatch.store import COMPLETE, INCOMPLETE, Store
@@ -32,80 +32,6 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "organism:blatant",
     "organism:sandbagger",
 )
-
-
-@dataclass
-class ModelReport:
-    model: str
-    model_id: str
-    verdict: str
-    reason: str
-    counts: dict[str, int]
-    expected_trials: int
-    findings: list[Any]
-    aborted: bool = False
-    abort_reason: str | None = None
-    ladder: Any | None = None  # evidence.LadderPlacement
-    power_check: Any | None = None  # stats.RunSizeCheck, when a gap to detect was given
-    complete: bool = True  # False: the run of this model is incomplete; findings may be biased
-    probes: list[Any] = field(default_factory=list)  # probes.ProbeFinding, with --probes
-    probe_note: str | None = None  # why --probes did not score this model
-
-    @property
-    def summary(self) -> Any | None:
-        return next((f for f in self.findings if f.level == "model"), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        summary = self.summary
-        incomplete = {"incomplete": not self.complete}
-        return {
-            "model": self.model,
-            "model_id": self.model_id,
-            "complete": self.complete,
-            "verdict": self.verdict,
-            "reason": self.reason,
-            "counts": self.counts,
-            "expected_trials": self.expected_trials,
-            "summary": {**summary.to_dict(), **incomplete} if summary is not None else None,
-            "findings": [{**f.to_dict(), **incomplete} for f in self.findings],
-            "ladder": self.ladder.to_dict() if self.ladder is not None else None,
-            "power_check": _jsonable(self.power_check),
-            "probes": [{**p.to_dict(), **incomplete} for p in self.probes],
-            "probe_note": self.probe_note,
-        }
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None:
-        return None
-    from deceptwatch.stats import jsonable
-
-    return jsonable(value)
-
-
-@dataclass
-class MonitorReport:
-    run_id: str
-    complete: bool
-    status: str
-    message: str | None
-    db: str
-    config: dict[str, Any]
-    models: list[ModelReport] = field(default_factory=list)
-    comparisons: list[dict[str, Any]] = field(default_factory=list)  # see _compare_models
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "complete": self.complete,
-            "status": self.status,
-            "message": self.message,
-            "db": self.db,
-            "config": self.config,
-            "multiplicity": self.config.get("multiplicity", "benjamini_hochberg"),
-            "models": [m.to_dict() for m in self.models],
-            "comparisons": self.comparisons,
-        }
 
 
 def _adjust_across_models(per_model: list[list[Any]], method: str) -> list[list[Any]]:

@@ -2,16 +2,8 @@
 
 from deceptwatch.store._rows import TrialRow
 from deceptwatch.store._schema import MIGRATIONS, SCHEMA_VERSION
-from deceptwatch.store._store import (
-    COMPLETE,
-    DB_ENV,
-    INCOMPLETE,
-    RUNNING,
-    Store,
-    default_db_path,
-    model_id,
-    resolve_db_url,
-)
+from deceptwatch.store._store import COMPLETE, INCOMPLETE, RUNNING, Store, model_id
+from deceptwatch.store._url import DB_ENV, default_db_path, resolve_db_url
 
 __all__ = [
     "COMPLETE",

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
+from sqlalchemy.exc import DatabaseError, NoSuchModuleError
 
 from deceptwatch._errors import InputError, mkdir_failure
 from deceptwatch._ids import canonical_json, content_hash
@@ -33,8 +33,8 @@ from deceptwatch.store._rows import (
     trial_dict,
     trial_tuple,
 )
+from deceptwatch.store._url import resolve_db_url
 
-DB_ENV = "DECEPTWATCH_DB"
 RUNNING, COMPLETE, INCOMPLETE = "running", "complete", "incomplete"
 READ_ONLY = "deceptwatch_read_only"  # execution option of connections that only read
 _MAX_PROMPTS_REMEMBERED = 200_000
@@ -42,55 +42,6 @@ _MAX_PROMPTS_REMEMBERED = 200_000
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def default_db_path() -> Path:
-    """``$XDG_DATA_HOME/deceptwatch/deceptwatch.db`` (``~/.local/share/...`` by default)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "deceptwatch" / "deceptwatch.db"
-
-
-def resolve_db_url(db: str | os.PathLike[str] | None) -> str:
-    """A SQLAlchemy URL from ``--db`` (URL or path), ``$DECEPTWATCH_DB``, or the default path."""
-    if db is not None and not isinstance(db, str):
-        if not isinstance(db, os.PathLike):
-            raise InputError(
-                f"--db must be a path or a database URL, got {db!r}",
-                hint="e.g. db='runs.db' or db='postgresql+psycopg://user@host:5432/name'",
-            )
-        db = os.fspath(db)
-    if db is not None and not db.strip():
-        raise InputError(
-            "--db is empty",
-            hint=f"give a path or a database URL, or leave --db out for ${DB_ENV} or the default",
-        )
-    value = db or os.environ.get(DB_ENV) or str(default_db_path())
-    if "\x00" in value:
-        raise InputError("--db holds a NUL character", hint="give a path or a database URL")
-    if "://" in value:
-        try:
-            url = make_url(value)
-        except (ArgumentError, ValueError):  # ValueError: e.g. a malformed IPv6 host
-            raise InputError(
-                f"--db {value!r} is not a valid database URL",
-                hint="use a path, or a URL such as sqlite:///runs.db or "
-                "postgresql+psycopg://user@host:5432/name",
-            ) from None
-        if url.get_backend_name() == "sqlite" and (
-            url.host or url.database in (None, "", ":memory:")
-        ):
-            raise InputError(
-                f"--db {value!r} does not name a SQLite file",
-                hint="an in-memory store would lose every trial; give a file: sqlite:///runs.db "
-                "(three slashes, then the path) or just the path",
-            )
-        return value
-    if value == ":memory:":
-        raise InputError(
-            "--db ':memory:' would keep the store in memory and lose every trial",
-            hint="give a file path, e.g. --db runs.db",
-        )
-    return f"sqlite:///{Path(value).expanduser()}"
 
 
 def _sqlite_setup(engine: Engine) -> None:
