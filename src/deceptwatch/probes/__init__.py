@@ -45,6 +45,7 @@ from deceptwatch.probes._files import (
     TrainedProbe,
     TrainingRecord,
     load_probe,
+    probe_paths,
     save_probe,
 )
 from deceptwatch.probes._layers import BLOCK_PATHS, Layer, canonical_layer, resolve_layers
@@ -130,6 +131,7 @@ __all__ = [
     "open_backend",
     "pad_left",
     "probe_gap",
+    "probe_paths",
     "probe_scores",
     "recall_at_fpr",
     "resolve_layers",

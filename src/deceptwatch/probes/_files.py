@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deceptwatch._errors import InputError
+from deceptwatch._errors import DeceptwatchError, InputError, mkdir_failure
 from deceptwatch.probes._probes import PROBES, LinearProbe
 
 FORMAT: Literal["deceptwatch-probe/1"] = "deceptwatch-probe/1"
@@ -104,9 +105,15 @@ class TrainedProbe:
         return TrainedProbe(self.probe, self.record.model_copy(update={"threshold": threshold}))
 
 
-def _paths(path: Path) -> tuple[Path, Path]:
+def probe_paths(path: Path | str) -> tuple[Path, Path]:
+    """The two files of the probe that `path` names (either file, or their common stem)."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    if stem.name in ("", ".", ".."):
+        raise InputError(
+            f"{str(path)!r} names no probe file",
+            hint="give NAME.safetensors, e.g. probe.safetensors",
+        )
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
@@ -114,22 +121,44 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def save_probe(trained: TrainedProbe, path: Path) -> tuple[Path, Path]:
-    """Write ``NAME.safetensors`` and ``NAME.json``; returns both paths."""
+def save_probe(trained: TrainedProbe, path: Path | str) -> tuple[Path, Path]:
+    """Write ``NAME.safetensors`` and ``NAME.json``; returns both paths.
+
+    Both go to temporary names first and are then renamed into place, so that a failed write
+    (a full disk) leaves neither half a probe nor a JSON that does not match its arrays; the
+    failure is a `DeceptwatchError` that names the file.
+    """
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     from deceptwatch import __version__
 
-    arrays_path, json_path = _paths(path)
-    arrays_path.parent.mkdir(parents=True, exist_ok=True)
+    arrays_path, json_path = probe_paths(path)
     arrays = {
         k: np.ascontiguousarray(v, dtype=np.float64) for k, v in trained.probe.arrays().items()
     }
-    save_file(arrays, str(arrays_path), metadata={"format": FORMAT})
-    record = trained.record.model_copy(
-        update={"arrays_sha256": _sha256(arrays_path), "deceptwatch_version": __version__}
+    try:
+        arrays_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = mkdir_failure(arrays_path.parent, exc)
+        raise DeceptwatchError(f"cannot create {arrays_path.parent}: {why}") from exc
+    tmp_arrays, tmp_json = (
+        p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (arrays_path, json_path)
     )
-    json_path.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    try:
+        save_file(arrays, str(tmp_arrays), metadata={"format": FORMAT})
+        record = trained.record.model_copy(
+            update={"arrays_sha256": _sha256(tmp_arrays), "deceptwatch_version": __version__}
+        )
+        tmp_json.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp_arrays, arrays_path)
+        os.replace(tmp_json, json_path)
+    except (OSError, SafetensorError) as exc:  # safetensors reports its I/O errors as its own
+        reason = exc.strerror if isinstance(exc, OSError) else None
+        raise DeceptwatchError(f"cannot write {arrays_path}: {reason or exc}") from exc
+    finally:
+        tmp_arrays.unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
     return arrays_path, json_path
 
 
@@ -138,7 +167,7 @@ def load_probe(path: Path | str) -> TrainedProbe:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    arrays_path, json_path = _paths(Path(path))
+    arrays_path, json_path = probe_paths(path)
     for p in (json_path, arrays_path):
         if not p.is_file():
             raise InputError(

