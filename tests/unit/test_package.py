@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -114,3 +117,19 @@ def test_organisms_train_refuses_a_bad_out_before_training(tmp_path: Path, case:
     assert result.exit_code == 2, result.output
     assert str(out) in result.output
     assert sorted(tmp_path.rglob("*")) == [existing]  # nothing written
+
+
+def _commands(command: Any, name: str) -> Iterator[tuple[str, Any]]:
+    yield name, command
+    for sub, child in getattr(command, "commands", {}).items():
+        yield from _commands(child, f"{name} {sub}")
+
+
+def test_help_paragraphs_are_not_broken_mid_sentence() -> None:
+    """The help renderer keeps a docstring's line breaks: a paragraph wrapped in the source
+    was printed cut mid-sentence ("(pass --flip FILE" / "or --keep FILE)")."""
+    import typer.main
+
+    for name, command in _commands(typer.main.get_command(app), "deceptwatch"):
+        for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):
+            assert "\n" not in paragraph.strip(), f"{name}: {paragraph!r}"

@@ -55,8 +55,7 @@ def import_mwe_cmd(
 ) -> None:
     """Convert model-written-evals JSONL into precursor scenarios, checking each file's polarity.
 
-    Exit 0 when every file was imported, 1 when a suspect file was left out (pass --flip FILE
-    or --keep FILE), 2 on bad input (nothing written).
+    Exit 0 when every file was imported, 1 when a suspect file was left out (pass --flip FILE or --keep FILE), 2 on bad input (nothing written).
     """
     from deceptwatch.importers.mwe import import_mwe
 

@@ -26,9 +26,10 @@ def scenarios_lint(
         bool, typer.Option("--json", help="Print one JSON document on stdout.")
     ] = False,
 ) -> None:
-    """Check that pairs differ only in the cue, that no cue leaks an answer, and that choice
-    letters are balanced. Exit 1 with problems listed per scenario id, 0 when clean, 2 on bad
-    input. Without PATH or --suite: every built-in suite."""
+    """Check that pairs differ only in the cue, that no cue leaks an answer, and that choice letters are balanced.
+
+    Exit 1 with problems listed per scenario id, 0 when clean, 2 on bad input. Without PATH or --suite: every built-in suite.
+    """
     from deceptwatch.scenarios import load_path, load_suites
     from deceptwatch.scenarios._lint import lint_records
     from deceptwatch.scenarios._loader import check_unique

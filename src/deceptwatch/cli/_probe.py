@@ -160,8 +160,7 @@ def train(
     option: OptionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fit a probe on a model's trials (labels: what the model chose) or on one contrast pair,
-    then calibrate its threshold on benign trials."""
+    """Fit a probe on a model's trials (labels: what the model chose) or on one contrast pair, then calibrate its threshold on benign trials."""
     from deceptwatch.probes import (
         BENIGN_CONDITIONS,
         DEFAULT_CONTRAST,
