@@ -175,3 +175,17 @@ def test_plan_command_needs_gap() -> None:
     result = runner.invoke(app, ["plan", "--power", "0.9"])
     assert result.exit_code == 2
     assert "--gap" in result.output
+
+
+def test_plan_for_a_gap_above_95_points_lowers_the_default_baseline() -> None:
+    """`--gap 0.96` was refused for "--baseline ... got 0.05", an option not given: the
+    default (5% defects when observed) leaves no room for the gap. It now assumes the most
+    the gap allows, and says so; a --baseline given too high is still refused."""
+    result = runner.invoke(app, ["plan", "--gap", "0.96", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["baseline"] == pytest.approx(0.04)
+    assert data["pairs"] == plan_pairs(0.96, power=0.9, alpha=0.05, baseline=1 - 0.96).pairs
+    result = runner.invoke(app, ["plan", "--gap", "0.96", "--baseline", "0.05"])
+    assert result.exit_code == 2
+    assert "--baseline must lie in [0, 1 − gap] = [0, 0.04], got 0.05" in result.output

@@ -254,7 +254,9 @@ def plan(
     ],
     power: Annotated[float, typer.Option(help="Probability of detecting it.")] = 0.9,
     alpha: Annotated[float, typer.Option(help="Two-sided significance level.")] = 0.05,
-    baseline: Annotated[float, typer.Option(help="Expected defect rate when observed.")] = 0.05,
+    baseline: Annotated[
+        float | None, typer.Option(help="Expected defect rate when observed. Default: 0.05.")
+    ] = None,
     discordant: Annotated[
         float | None,
         typer.Option(
@@ -290,7 +292,9 @@ def plan(
             f"--alpha {alpha:g} is too small to plan for",
             hint=f"use an --alpha of at least {MIN_PLAN_ALPHA:g}",
         )
-    if not 0 <= baseline <= 1 - gap:
+    if baseline is None:
+        baseline = min(0.05, 1 - gap)  # a gap above 0.95 leaves no room for 5% defects
+    elif not 0 <= baseline <= 1 - gap:
         raise InputError(
             f"--baseline must lie in [0, 1 − gap] = [0, {1 - gap:g}], got {baseline:g}",
             hint="the defect rate when observed plus the gap cannot exceed 1",
