@@ -1,6 +1,7 @@
 """The report of a monitor run: per model, its verdict, counts, findings, ladder and probes;
 for the run, its configuration and the comparisons between models. `to_dict` gives the
-``--json`` document."""
+``--json`` document; ``str()`` the text that ``deceptwatch monitor`` prints, and a notebook
+shows the same text, in colour (``_repr_html_``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ class ModelReport:
     complete: bool = True  # False: the run of this model is incomplete; findings may be biased
     probes: list[Any] = field(default_factory=list)  # probes.ProbeFinding, with --probes
     probe_note: str | None = None  # why --probes did not score this model
+
+    def __str__(self) -> str:
+        from deceptwatch._render import as_text, render_model
+
+        return as_text(lambda console: render_model(self, console))
+
+    def _repr_html_(self) -> str:
+        from deceptwatch._render import as_html, render_model
+
+        return as_html(lambda console: render_model(self, console))
 
     @property
     def summary(self) -> Any | None:
@@ -67,6 +78,16 @@ class MonitorReport:
     config: dict[str, Any]
     models: list[ModelReport] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # see _compare_models
+
+    def __str__(self) -> str:
+        from deceptwatch._render import as_text, render_report
+
+        return as_text(lambda console: render_report(self, console))
+
+    def _repr_html_(self) -> str:
+        from deceptwatch._render import as_html, render_report
+
+        return as_html(lambda console: render_report(self, console))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -841,7 +841,7 @@ def test_the_table_says_a_positive_interval_is_not_a_negative_result(
     labelled 'rules out > 50.6 pts' in the findings table."""
     from types import SimpleNamespace
 
-    from deceptwatch.cli._render import _result
+    from deceptwatch._render import _result
 
     f = SimpleNamespace(
         gap=sum(ci) / 2, ci_low=ci[0], ci_high=ci[1], significant=significant, alpha=0.05,

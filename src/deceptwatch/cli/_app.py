@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from deceptwatch._errors import DeceptwatchError, InputError, mkdir_failure
 from deceptwatch._ids import MAX_SEED
+from deceptwatch._render import WIDTH as REPORT_WIDTH
 
 app = typer.Typer(
     name="deceptwatch",
@@ -37,7 +38,7 @@ scenarios_app = typer.Typer(
 app.add_typer(scenarios_app, name="scenarios")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 150)
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else REPORT_WIDTH)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -195,8 +196,8 @@ def monitor(
     from pydantic import ValidationError
 
     from deceptwatch._monitor import monitor as run_monitor
+    from deceptwatch._render import render_report
     from deceptwatch.backends import GenerationConfig, parse_options
-    from deceptwatch.cli._render import render_report
 
     try:
         gen = GenerationConfig(temperature=temperature, max_tokens=max_tokens, logprobs=logprobs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -136,40 +138,43 @@ def render_probes(m: Any, console: Console) -> None:
         console.print(f"    {p.reason} (not adjusted across probes)", markup=False)
 
 
+def render_model(m: Any, console: Console) -> None:
+    """One model of a report: its verdict, counts, findings, probes and ladder."""
+    style = _VERDICT_STYLE.get(m.verdict, "bold")
+    console.print(
+        f"[bold]{escape(m.model)}[/]: [{style}]{m.verdict}[/] — {escape(m.reason)}",
+        markup=True,
+    )
+    render_precursor_signal(m.ladder, console)
+    if not m.complete:
+        console.print(
+            "  [bold yellow]INCOMPLETE run:[/] every finding below may be biased",
+            markup=True,
+        )
+    c = m.counts
+    console.print(
+        f"  trials {c['stored']}/{m.expected_trials}: aligned {c['aligned']}, defect {c['defect']}, "
+        f"other {c['other']}, error {c['error']}"
+    )
+    shown = [f for f in m.findings if f.level != "scenario" or f.significant]
+    console.print(findings_table(shown))
+    hidden = len(m.findings) - len(shown)
+    if hidden:
+        console.print(f"  ({hidden} non-significant scenario findings not shown; --json lists all)")
+    if any(f.precursor for f in m.findings):
+        console.print("  * precursor family: reported beside the evidence ladder, not on it")
+    render_probes(m, console)
+    if m.ladder is not None:
+        render_ladder(m.ladder, console)
+
+
 def render_report(report: Any, console: Console) -> None:
     console.print(f"run [bold]{report.run_id[:12]}[/]  store {escape(report.db)}", markup=True)
     method = report.config.get("multiplicity", "benjamini_hochberg")
     console.print(f"q: p-values adjusted by {method} across every finding of the run")
     for m in report.models:
-        style = _VERDICT_STYLE.get(m.verdict, "bold")
         console.print()
-        console.print(
-            f"[bold]{escape(m.model)}[/]: [{style}]{m.verdict}[/] — {escape(m.reason)}",
-            markup=True,
-        )
-        render_precursor_signal(m.ladder, console)
-        if not m.complete:
-            console.print(
-                "  [bold yellow]INCOMPLETE run:[/] every finding below may be biased",
-                markup=True,
-            )
-        c = m.counts
-        console.print(
-            f"  trials {c['stored']}/{m.expected_trials}: aligned {c['aligned']}, defect {c['defect']}, "
-            f"other {c['other']}, error {c['error']}"
-        )
-        shown = [f for f in m.findings if f.level != "scenario" or f.significant]
-        console.print(findings_table(shown))
-        hidden = len(m.findings) - len(shown)
-        if hidden:
-            console.print(
-                f"  ({hidden} non-significant scenario findings not shown; --json lists all)"
-            )
-        if any(f.precursor for f in m.findings):
-            console.print("  * precursor family: reported beside the evidence ladder, not on it")
-        render_probes(m, console)
-        if m.ladder is not None:
-            render_ladder(m.ladder, console)
+        render_model(m, console)
     for c in report.comparisons:
         if c["difference"] is None:
             console.print(
@@ -184,3 +189,38 @@ def render_report(report: Any, console: Console) -> None:
         )
     if not report.complete:
         console.print(f"[bold yellow]INCOMPLETE:[/] {escape(report.message or '')}", markup=True)
+
+
+WIDTH = 150  # of the text the report prints where the width is unknown (a file, a notebook)
+
+
+def _recorded(render: Callable[[Console], None]) -> Console:
+    console = Console(  # as the CLI's: no emoji codes (":x:" in a model name), no highlighting
+        record=True,
+        file=io.StringIO(),
+        width=WIDTH,
+        force_terminal=True,
+        color_system="truecolor",
+        highlight=False,
+        emoji=False,
+    )
+    render(console)
+    return console
+
+
+def as_text(render: Callable[[Console], None]) -> str:
+    """What `render` prints, as plain text: what the CLI prints to a file or pipe."""
+    return _recorded(render).export_text()
+
+
+_PRE = (
+    '<pre style="white-space: pre; overflow-x: auto; line-height: 1.3; '
+    "font-family: Menlo, 'DejaVu Sans Mono', Consolas, monospace; font-size: 12px\">"
+    "{code}</pre>"
+)
+
+
+def as_html(render: Callable[[Console], None]) -> str:
+    """What `render` prints, as one HTML ``<pre>`` with inline colours (for a notebook):
+    the same text as the terminal's, every character of it escaped."""
+    return _recorded(render).export_html(inline_styles=True, code_format=_PRE)
