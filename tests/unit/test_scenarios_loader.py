@@ -210,3 +210,12 @@ def test_json_schema_forbids_extra_fields() -> None:
     assert schema["additionalProperties"] is False
     assert "oversight" in schema["properties"]
     assert schema["$defs"]["Oversight"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("text", ["0:\t", "id: x\nfamily:\t\n"])
+def test_text_only_libyaml_reads_still_gets_line_numbers(text: str) -> None:
+    """libyaml reads a tab after "key:", PyYAML's own parser does not: the line numbers of
+    a validation error were looked up with the latter, which raised a ScannerError (found
+    by the fuzz test with "0:\\t")."""
+    with pytest.raises(InputError, match=r"bad\.yaml:\d+: scenario"):
+        parse_scenarios(text, path="bad.yaml", suite="fuzz")

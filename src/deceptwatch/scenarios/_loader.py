@@ -171,6 +171,13 @@ def _safe_load(text: str) -> Any:
     return yaml.load(text, Loader=yaml.SafeLoader)
 
 
+def _compose(text: str) -> yaml.Node | None:
+    """The node tree of `text`, by the parser that `_safe_load` uses."""
+    if yaml.__with_libyaml__:
+        return yaml.compose(text, Loader=yaml.CSafeLoader)
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 class _Nodes:
     """The node tree of a parsed document, for line numbers: composed on first use, so
     that a file without problems is parsed once."""
@@ -180,7 +187,12 @@ class _Nodes:
 
     @cached_property
     def root(self) -> yaml.Node | None:
-        return yaml.compose(self._text, Loader=yaml.SafeLoader)
+        # The parser that loaded the text: PyYAML's own refuses some text that libyaml
+        # reads (a tab after "key:"), and a problem's line is not worth a traceback.
+        try:
+            return _compose(self._text)
+        except yaml.YAMLError:  # pragma: no cover - the same parser read it already
+            return None
 
 
 def parse_scenarios(text: str, *, path: str, suite: str) -> list[ScenarioRecord]:
