@@ -6,11 +6,31 @@ shows the same text, in colour (``_repr_html_``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _Shown:
+    """``str()`` and a notebook's display of what `_render` prints."""
+
+    def _render(self, console: Console) -> None:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        from deceptwatch._render import as_text
+
+        return as_text(self._render)
+
+    def _repr_html_(self) -> str:
+        from deceptwatch._render import as_html
+
+        return as_html(self._render)
 
 
 @dataclass
-class ModelReport:
+class ModelReport(_Shown):
     model: str
     model_id: str
     verdict: str
@@ -26,15 +46,10 @@ class ModelReport:
     probes: list[Any] = field(default_factory=list)  # probes.ProbeFinding, with --probes
     probe_note: str | None = None  # why --probes did not score this model
 
-    def __str__(self) -> str:
-        from deceptwatch._render import as_text, render_model
+    def _render(self, console: Console) -> None:
+        from deceptwatch._render import render_model
 
-        return as_text(lambda console: render_model(self, console))
-
-    def _repr_html_(self) -> str:
-        from deceptwatch._render import as_html, render_model
-
-        return as_html(lambda console: render_model(self, console))
+        render_model(self, console)
 
     @property
     def summary(self) -> Any | None:
@@ -69,7 +84,7 @@ def _jsonable(value: Any) -> Any:
 
 
 @dataclass
-class MonitorReport:
+class MonitorReport(_Shown):
     run_id: str
     complete: bool
     status: str
@@ -79,15 +94,10 @@ class MonitorReport:
     models: list[ModelReport] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # see _compare_models
 
-    def __str__(self) -> str:
-        from deceptwatch._render import as_text, render_report
+    def _render(self, console: Console) -> None:
+        from deceptwatch._render import render_report
 
-        return as_text(lambda console: render_report(self, console))
-
-    def _repr_html_(self) -> str:
-        from deceptwatch._render import as_html, render_report
-
-        return as_html(lambda console: render_report(self, console))
+        render_report(self, console)
 
     def to_dict(self) -> dict[str, Any]:
         return {
