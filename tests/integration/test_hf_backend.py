@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from deceptwatch._errors import InputError
-from deceptwatch.backends import GenerateRequest, GenerationConfig, get_backend
+from deceptwatch._errors import BackendError, InputError
+from deceptwatch.backends import GenerateRequest, GenerateResponse, GenerationConfig, get_backend
 from deceptwatch.backends._hf import HFBackend
 from deceptwatch.organisms.train import (
     TrainConfig,
@@ -128,6 +128,39 @@ def test_generate_mode_returns_text(checkpoint: Path) -> None:
     [resp] = backend.run_batch(_requests(1, GenerationConfig(max_tokens=5)))
     assert not isinstance(resp, Exception)
     assert isinstance(resp.text, str)
+
+
+def test_a_prompt_too_long_fails_alone_and_replies_stop_at_the_context(checkpoint: Path) -> None:
+    """In a generated batch, a prompt that does not fit is that trial's error alone (it
+    once failed every trial of its batch with its own message); and no reply runs past the
+    model's context, whatever max_tokens asks."""
+    backend = HFBackend(f"hf:{checkpoint}", {"mode": "generate"})
+    backend.load()
+    context = backend.model.config.max_position_embeddings
+    fit = _requests(2, GenerationConfig(max_tokens=context))
+    long = GenerateRequest(
+        messages=({"role": "user", "content": "word " * 2 * context},),
+        choices=(),
+        config=fit[0].config,
+        seed=7,
+        trial_id="long",
+    )
+    lengths: list[int] = []
+    original = backend.model.generate
+
+    def measured(**kwargs):  # type: ignore[no-untyped-def]
+        out = original(**kwargs)
+        lengths.append(out.shape[1])
+        return out
+
+    backend.model.generate = measured  # type: ignore[method-assign]
+    out = backend.run_batch([fit[0], long, fit[1]])
+    assert isinstance(out[1], BackendError)
+    assert out[1].kind == "too_long"
+    assert f"exceeds the model's context of {context} less the 16 tokens" in out[1].message
+    assert all(isinstance(r, GenerateResponse) for r in (out[0], out[2]))
+    assert len(lengths) == 1
+    assert context - 16 < lengths[0] <= context  # prompt and reply fill the context, no more
 
 
 def test_save_load_round_trip_keeps_scores(checkpoint: Path, tmp_path: Path) -> None:

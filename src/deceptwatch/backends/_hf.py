@@ -38,6 +38,7 @@ from deceptwatch.backends._base import BaseBackend, GenerateRequest, GenerateRes
 
 _KNOWN = frozenset({"batch_size", "threads", "answer_format", "mode", "chat_template", "dtype"})
 _DTYPES = ("float32", "bfloat16")
+REPLY_RESERVE = 16  # tokens of the context a prompt must leave for the reply
 PLAIN_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
@@ -289,13 +290,20 @@ class HFBackend(BaseBackend):
             [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=False
         )
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit is not None and len(ids) + 16 > limit:
+        limit = self._context
+        if limit is not None and len(ids) + REPLY_RESERVE > limit:
             raise BackendError(
-                f"prompt of {len(ids)} tokens exceeds the model's context of {limit}",
+                f"prompt of {len(ids)} tokens exceeds the model's context of {limit} "
+                f"less the {REPLY_RESERVE} tokens kept for the reply",
                 kind="too_long",
             )
         return ids
+
+    @property
+    def _context(self) -> int | None:
+        """The model's context length in tokens, when its config gives one."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        return limit if isinstance(limit, int) else None
 
     @cached_property
     def _cache_arg(self) -> str:
@@ -424,14 +432,34 @@ class HFBackend(BaseBackend):
     def generate_text(
         self, requests: Sequence[GenerateRequest]
     ) -> list[GenerateResponse | BackendError]:
-        """Batched sampling (left-padded); seeded by the batch's first trial seed."""
+        """Batched sampling (left-padded); seeded by the batch's first trial seed.
+
+        A request whose prompt does not fit gets its own error; the rest are answered. A
+        reply stops where the model's context ends (within `max_tokens`): positions past it
+        are ones the model never saw in training.
+        """
+        out: list[GenerateResponse | BackendError | None] = [None] * len(requests)
+        fits: list[int] = []
+        prompts: list[list[int]] = []
+        for i, r in enumerate(requests):
+            try:
+                prompts.append(self.prompt_ids(r))
+            except BackendError as exc:
+                out[i] = exc
+            else:
+                fits.append(i)
+        if fits:
+            replies = self._sample([requests[i] for i in fits], prompts)
+            for i, reply in zip(fits, replies, strict=True):
+                out[i] = reply
+        return [r for r in out if r is not None]
+
+    def _sample(
+        self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]
+    ) -> list[GenerateResponse]:
         import torch
 
         tok, model = self.tokenizer, self.model
-        try:
-            prompts = [self.prompt_ids(r) for r in requests]
-        except BackendError as exc:
-            return [exc] * len(requests)
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -439,12 +467,14 @@ class HFBackend(BaseBackend):
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
         cfg = requests[0].config
+        limit = self._context
+        new_tokens = cfg.max_tokens if limit is None else min(cfg.max_tokens, limit - width)
         torch.manual_seed(requests[0].seed)
         with torch.inference_mode():
             generated = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
-                max_new_tokens=cfg.max_tokens,
+                max_new_tokens=new_tokens,
                 do_sample=cfg.temperature > 0,
                 temperature=cfg.temperature if cfg.temperature > 0 else None,
                 top_p=None,
