@@ -102,6 +102,19 @@ def _compare_models(
     ]
 
 
+def _commonest_error(run: Any) -> str:
+    """Why a model's trials failed, for the run's message: the commonest kind of error, how
+    many trials it failed, and its first message."""
+    if not run.error_kinds:
+        return ""
+    kind, n = max(run.error_kinds.items(), key=lambda kv: kv[1])
+    lines = run.error_examples[kind].strip().splitlines()
+    example = lines[0][:200] if lines else "(no message)"
+    others = run.errors - n
+    more = f" (and {others} other{'s' if others != 1 else ''})" if others else ""
+    return f"; {n} with {kind}{more}, e.g. {example}"
+
+
 def _is_open_weight(backend: Backend) -> bool:
     from deceptwatch.backends._hf import HFBackend
 
@@ -426,6 +439,7 @@ async def monitor_async(
         per_model_findings = _adjust_across_models(per_model_findings, method)
         reports: list[ModelReport] = []
         problems: list[str] = []
+        fixes: list[bool] = []
         for mr, findings, counts in zip(
             model_runs, per_model_findings, per_model_counts, strict=True
         ):
@@ -440,8 +454,12 @@ async def monitor_async(
                 problems.append(f"{mr.spec}: {per_model_trials - n_stored} trials missing")
             elif error_rate > max_error_rate:
                 problems.append(
-                    f"{mr.spec}: {100 * error_rate:.1f}% of trials failed (limit {100 * max_error_rate:.1f}%)"
+                    f"{mr.spec}: {100 * error_rate:.1f}% of trials failed (limit "
+                    f"{100 * max_error_rate:.1f}%){_commonest_error(mr)}"
                 )
+                # errors never retried: a rerun, which retries only the failed trials,
+                # would fail as many again
+                fixes.append(mr.permanent_errors / max(per_model_trials, 1) > max_error_rate)
             v = decide(findings, complete=model_complete, max_unusable=max_unusable)
             backend = next(b for b in bks if b.spec == mr.spec)
             try:
@@ -486,7 +504,7 @@ async def monitor_async(
         rerun = (
             "A rerun alone would stop the same way: fix the cause, then rerun the same command "
             "to resume."
-            if any(mr.needs_fix for mr in model_runs)
+            if any(mr.needs_fix for mr in model_runs) or any(fixes)
             else "Rerun the same command to resume."
         )
         message = None if complete else "; ".join(problems) + ". " + rerun

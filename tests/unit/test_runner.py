@@ -353,6 +353,61 @@ def test_a_run_stopped_by_errors_never_retried_says_a_rerun_alone_will_not_do(
     assert down.message.endswith(". Rerun the same command to resume.")
 
 
+def test_a_run_with_too_many_failed_trials_says_why_they_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that was not stopped but had too many errors once said only "100.0% of trials
+    failed": not why, nor that a rerun would fail them the same way when they are never
+    retried (a prompt too long for the model)."""
+    from deceptwatch import monitor
+    from deceptwatch.backends import _registry, backend
+    from deceptwatch.testing.openai_stub import free_port
+
+    monkeypatch.setattr(_registry, "_REGISTRY", {})
+    backend("too-long-for-test")(lambda spec, options: _TooLong(spec))
+    report = monitor("too-long-for-test:", suites="core", db=str(tmp_path / "s.db"), limit=2)
+    assert not report.models[0].aborted  # too few trials to stop the run
+    n = report.models[0].expected_trials
+    assert 0 < n < 64
+    assert report.message == (
+        f"too-long-for-test:: 100.0% of trials failed (limit 5.0%); {n} with too_long, e.g. "
+        "prompt of 593 tokens exceeds the model's context of 512. A rerun alone would stop "
+        "the same way: fix the cause, then rerun the same command to resume."
+    )
+    down = monitor(
+        "openai:m",
+        suites="core",
+        db=str(tmp_path / "s.db"),
+        limit=2,
+        model_options={"base_url": f"http://127.0.0.1:{free_port()}/v1", "api_key": "k"},
+        max_retries=0,
+    )
+    assert down.message is not None
+    assert not down.models[0].aborted
+    assert f"100.0% of trials failed (limit 5.0%); {n} with connection, e.g. cannot connect" in (
+        down.message
+    )
+    assert down.message.endswith(". Rerun the same command to resume.")
+
+
+def test_the_commonest_error_names_the_others_too() -> None:
+    from deceptwatch._monitor import _commonest_error
+    from deceptwatch.runner import ModelRun
+
+    run = ModelRun("m:", "id", 10, 0, 6, False, None)
+    assert _commonest_error(run) == ""  # no kinds recorded: nothing to say
+    run.error_kinds = {"http_500": 1, "timeout": 4, "connection": 1}
+    run.error_examples = {
+        "http_500": "x",
+        "timeout": "no reply within 60s\nmore",
+        "connection": "y",
+    }
+    assert _commonest_error(run) == "; 4 with timeout (and 2 others), e.g. no reply within 60s"
+    run.errors = 5
+    run.error_kinds = {"timeout": 4, "connection": 1}
+    assert _commonest_error(run) == "; 4 with timeout (and 1 other), e.g. no reply within 60s"
+
+
 class _Slow(MockBackend):
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         await asyncio.sleep(0.01)

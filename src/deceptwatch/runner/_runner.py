@@ -94,6 +94,11 @@ class ModelRun:
     # The run stopped on errors that are never retried (a prompt too long for the model, a
     # rejected request): rerunning the same command would stop the same way.
     needs_fix: bool = False
+    # Failed trials by error kind, with the first message of each kind, and how many failed
+    # with an error that is never retried (a rerun would fail them again).
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    error_examples: dict[str, str] = field(default_factory=dict)
+    permanent_errors: int = 0
 
 
 ProgressHook = Callable[[Counters], None]
@@ -262,6 +267,9 @@ class _Run:
         self.attempted = 0
         self.cached = 0
         self.errors = 0
+        self.error_kinds: dict[str, int] = {}
+        self.error_examples: dict[str, str] = {}
+        self.permanent_errors = 0
         self.source = TrialSource(
             expand(
                 records,
@@ -402,6 +410,9 @@ class _Run:
             if error is not None:
                 self.errors += 1
                 counters.errors += 1
+                self.error_kinds[error.kind] = self.error_kinds.get(error.kind, 0) + 1
+                self.error_examples.setdefault(error.kind, error.message)
+                self.permanent_errors += not error.retryable
                 self.consecutive_failures += 1
                 if self.consecutive_failures >= self.abort_after and self.abort_reason is None:
                     # "after 5 retries" would be wrong for an error that is never retried
@@ -446,6 +457,9 @@ class _Run:
             aborted=self.stopped(),
             abort_reason=self.abort_reason,
             needs_fix=self.needs_fix,
+            error_kinds=dict(self.error_kinds),
+            error_examples=dict(self.error_examples),
+            permanent_errors=self.permanent_errors,
         )
 
 
