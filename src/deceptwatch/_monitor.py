@@ -136,8 +136,8 @@ def _probe_plan(
         return []
     if not any(_is_open_weight(b) for b in backends):
         raise InputError(
-            "--probes needs an open-weight model: probes read the model's activations",
-            hint="use --model organism:NAME or --model hf:PATH, or leave out --probes",
+            "--probes and --probe need an open-weight model: probes read the model's activations",
+            hint="use --model organism:NAME or --model hf:PATH, or leave out --probes and --probe",
         )
     check_benign(_trials_of(records, backends[0], config))
     return specs

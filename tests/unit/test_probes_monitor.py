@@ -135,7 +135,7 @@ def test_probe_finding_is_json() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "mock:", "--probes"], "needs an open-weight model"),
+        (["--model", "mock:", "--probes"], "--probes and --probe need an open-weight model"),
         (["--model", "mock:", "--probe", "nowhere.safetensors"], "no such probe file"),
         (["--limit", "10", "--probes"], "too few to calibrate"),
     ],

@@ -121,9 +121,9 @@ def check_benign(trials: Iterable[Trial]) -> None:
     n = sum(1 for t in trials if t.condition in RECALIBRATE_ON)
     if n < min_benign(FPR):
         raise InputError(
-            f"--probes: the run has {n} observed and placebo trials per model, too few to "
+            f"--probes, --probe: the run has {n} observed and placebo trials per model, too few to "
             f"calibrate a probe at {100 * FPR:g}% false positives (at least {min_benign(FPR)})",
-            hint="run more scenarios (a larger --limit, or --epochs), or leave out --probes",
+            hint="run more scenarios (a larger --limit, or --epochs), or leave out --probes and --probe",
         )
 
 
