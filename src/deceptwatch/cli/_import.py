@@ -20,7 +20,7 @@ def import_mwe_cmd(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            metavar="PATH...", parser=path_value, help="JSONL files or directories of them."
+            metavar="PATH", parser=path_value, help="JSONL files or directories of them."
         ),
     ],
     out: Annotated[
@@ -97,7 +97,7 @@ def import_inspect_log_cmd(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            metavar="PATH...",
+            metavar="PATH",
             parser=path_value,
             help="Inspect .eval/.json logs or directories of them.",
         ),

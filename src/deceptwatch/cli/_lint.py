@@ -16,7 +16,7 @@ from deceptwatch.cli._app import err, handle_errors, out, path_value, print_json
 def scenarios_lint(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(metavar="[PATH...]", parser=path_value, help="YAML files or directories."),
+        typer.Argument(metavar="PATH", parser=path_value, help="YAML files or directories."),
     ] = None,
     suite: Annotated[
         list[str] | None,
