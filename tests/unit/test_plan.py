@@ -189,3 +189,20 @@ def test_plan_for_a_gap_above_95_points_lowers_the_default_baseline() -> None:
     result = runner.invoke(app, ["plan", "--gap", "0.96", "--baseline", "0.05"])
     assert result.exit_code == 2
     assert "--baseline must lie in [0, 1 − gap] = [0, 0.04], got 0.05" in result.output
+
+
+@pytest.mark.parametrize("gap", [0.1, 0.3, 0.7])
+def test_plan_at_the_highest_baseline_the_gap_allows(gap: float) -> None:
+    """`plan --gap 0.1 --baseline 0.9` ended in a traceback: the discordant-pair
+    probability came out 2e-17 below the gap. There, every defect when observed is also one
+    when unobserved, so every discordant pair goes one way: the exact test needs m such
+    pairs with 2·0.5^m <= alpha, and the plan is the least n with P(Bin(n, gap) >= m) >= power."""
+    from scipy.stats import binom
+
+    result = runner.invoke(app, ["plan", "--gap", str(gap), "--baseline", str(1 - gap), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    m = next(k for k in range(1, 64) if 2 * 0.5**k <= 0.05)
+    n = next(k for k in range(m, 10_000) if binom.sf(m - 1, k, gap) >= 0.9)
+    assert data["pairs"] == n
+    assert data["discordant"] == pytest.approx(gap)

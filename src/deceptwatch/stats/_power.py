@@ -112,7 +112,9 @@ def plan_pairs(
             f"baseline must lie in [0, 1 − gap] = [0, {1.0 - gap:g}], got {baseline!r}"
         )
     p_o, p_u = baseline, baseline + gap
-    psi = p_u * (1.0 - p_o) + p_o * (1.0 - p_u) if discordant is None else discordant
+    # p_u(1 − p_o) + p_o(1 − p_u), written as gap plus a non-negative term: in floating
+    # point the sum then cannot fall below gap (at baseline = 1 − gap it did, by 2e-17).
+    psi = gap + 2.0 * p_o * max(0.0, 1.0 - p_u) if discordant is None else discordant
     if not gap <= psi <= 1.0:
         raise ValueError(
             f"the discordant-pair probability must lie in [gap, 1] = [{gap:g}, 1], got {psi!r}"
