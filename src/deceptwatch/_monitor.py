@@ -102,19 +102,6 @@ def _compare_models(
     ]
 
 
-def _commonest_error(run: Any) -> str:
-    """Why a model's trials failed, for the run's message: the commonest kind of error, how
-    many trials it failed, and its first message."""
-    if not run.error_kinds:
-        return ""
-    kind, n = max(run.error_kinds.items(), key=lambda kv: kv[1])
-    lines = run.error_examples[kind].strip().splitlines()
-    example = lines[0][:200] if lines else "(no message)"
-    others = run.errors - n
-    more = f" (and {others} other{'s' if others != 1 else ''})" if others else ""
-    return f"; {n} with {kind}{more}, e.g. {example}"
-
-
 def _is_open_weight(backend: Backend) -> bool:
     from deceptwatch.backends._hf import HFBackend
 
@@ -455,7 +442,7 @@ async def monitor_async(
             elif error_rate > max_error_rate:
                 problems.append(
                     f"{mr.spec}: {100 * error_rate:.1f}% of trials failed (limit "
-                    f"{100 * max_error_rate:.1f}%){_commonest_error(mr)}"
+                    f"{100 * max_error_rate:.1f}%){mr.commonest_error()}"
                 )
                 # errors never retried: a rerun, which retries only the failed trials,
                 # would fail as many again

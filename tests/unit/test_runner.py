@@ -391,21 +391,20 @@ def test_a_run_with_too_many_failed_trials_says_why_they_failed(
 
 
 def test_the_commonest_error_names_the_others_too() -> None:
-    from deceptwatch._monitor import _commonest_error
     from deceptwatch.runner import ModelRun
 
     run = ModelRun("m:", "id", 10, 0, 6, False, None)
-    assert _commonest_error(run) == ""  # no kinds recorded: nothing to say
+    assert run.commonest_error() == ""  # no kinds recorded: nothing to say
     run.error_kinds = {"http_500": 1, "timeout": 4, "connection": 1}
     run.error_examples = {
         "http_500": "x",
         "timeout": "no reply within 60s\nmore",
         "connection": "y",
     }
-    assert _commonest_error(run) == "; 4 with timeout (and 2 others), e.g. no reply within 60s"
+    assert run.commonest_error() == "; 4 with timeout (and 2 others), e.g. no reply within 60s"
     run.errors = 5
     run.error_kinds = {"timeout": 4, "connection": 1}
-    assert _commonest_error(run) == "; 4 with timeout (and 1 other), e.g. no reply within 60s"
+    assert run.commonest_error() == "; 4 with timeout (and 1 other), e.g. no reply within 60s"
 
 
 class _Slow(MockBackend):

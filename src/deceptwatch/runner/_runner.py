@@ -100,6 +100,19 @@ class ModelRun:
     error_examples: dict[str, str] = field(default_factory=dict)
     permanent_errors: int = 0
 
+    def commonest_error(self) -> str:
+        """Why trials failed, as a clause for the run's message ("; 4 with timeout (and 1
+        other), e.g. ..."): the commonest kind, how many trials it failed, its first message;
+        "" when none failed."""
+        if not self.error_kinds:
+            return ""
+        kind, n = max(self.error_kinds.items(), key=lambda kv: kv[1])
+        lines = self.error_examples[kind].strip().splitlines()
+        example = lines[0][:200] if lines else "(no message)"
+        others = self.errors - n
+        more = f" (and {others} other{'s' if others != 1 else ''})" if others else ""
+        return f"; {n} with {kind}{more}, e.g. {example}"
+
 
 ProgressHook = Callable[[Counters], None]
 
