@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -130,6 +132,79 @@ def test_generate_mode_returns_text(checkpoint: Path) -> None:
     assert isinstance(resp.text, str)
 
 
+def _generated(backend: HFBackend, requests: list[GenerateRequest]) -> list[str]:
+    out = backend.run_batch(requests)
+    assert all(isinstance(r, GenerateResponse) for r in out)
+    return [r.text for r in out if isinstance(r, GenerateResponse)]
+
+
+def test_generated_samples_depend_on_the_trial_not_its_batch(checkpoint: Path) -> None:
+    """A sampled reply once depended on the batch: the batch was seeded by its first trial,
+    so a resumed run, or one at another concurrency, sampled other replies for the same trial
+    ids. It also reset torch's global generator."""
+    backend = HFBackend(f"hf:{checkpoint}", {"mode": "generate"})
+    reqs = _requests(6, GenerationConfig(temperature=1.0, max_tokens=8))
+    state = torch.get_rng_state()
+    batched = _generated(backend, reqs)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert _generated(backend, reqs[::-1]) == batched[::-1]
+    assert [_generated(backend, [r])[0] for r in reqs] == batched
+    assert _generated(backend, reqs[3:]) == batched[3:]
+    reseeded = [dataclasses.replace(r, seed=r.seed + 1) for r in reqs]
+    assert _generated(backend, reseeded) != batched  # the seed matters: these are samples
+
+
+def test_greedy_generation_matches_model_generate(checkpoint: Path) -> None:
+    """At temperature 0 the batched decoder gives each prompt what transformers' own
+    greedy `generate()` gives it alone, unpadded."""
+    backend = HFBackend(f"hf:{checkpoint}", {"mode": "generate"})
+    backend.load()
+    tok, model = backend.tokenizer, backend.model
+    reqs = _requests(8, GenerationConfig(max_tokens=10))
+    assert len({len(backend.prompt_ids(r)) for r in reqs}) > 1  # padding really happens
+    expected = []
+    with torch.inference_mode():
+        for r in reqs:
+            ids = torch.tensor([backend.prompt_ids(r)])
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=10,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+            expected.append(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+    assert _generated(backend, reqs) == expected
+
+
+def test_a_reply_stops_at_the_checkpoints_own_end_tokens(checkpoint: Path) -> None:
+    """Chat checkpoints often end a turn with a token of their own, listed in their
+    generation config beside the tokenizer's end of sequence: a reply stops there too."""
+    backend = HFBackend(f"hf:{checkpoint}", {"mode": "generate"})
+    backend.load()
+    tok = backend.tokenizer
+    [req] = _requests(1, GenerationConfig(max_tokens=6))
+    [first] = backend.run_batch([req])
+    assert isinstance(first, GenerateResponse)
+    assert first.usage is not None
+    assert first.usage["completion_tokens"] == 6
+    prompt = torch.tensor([backend.prompt_ids(req)])
+    with torch.inference_mode():
+        greedy = backend.model.generate(
+            input_ids=prompt, max_new_tokens=6, do_sample=False, eos_token_id=tok.eos_token_id
+        )[0, prompt.shape[1] :].tolist()
+    assert tok.decode(greedy, skip_special_tokens=True) == first.text
+    # the random model repeats one token: as an end token it ends the reply at once
+    backend.model.generation_config.eos_token_id = [tok.eos_token_id, greedy[0]]
+    del backend.__dict__["_stop_ids"]  # read once per loaded model
+    [cut] = backend.run_batch([req])
+    assert isinstance(cut, GenerateResponse)
+    assert json.loads(cut.raw or "")["finish_reason"] == "stop"
+    assert cut.usage == {"prompt_tokens": prompt.shape[1], "completion_tokens": 0}
+    assert cut.text == ""
+
+
 def test_a_prompt_too_long_fails_alone_and_replies_stop_at_the_context(checkpoint: Path) -> None:
     """In a generated batch, a prompt that does not fit is that trial's error alone (it
     once failed every trial of its batch with its own message); and no reply runs past the
@@ -145,22 +220,16 @@ def test_a_prompt_too_long_fails_alone_and_replies_stop_at_the_context(checkpoin
         seed=7,
         trial_id="long",
     )
-    lengths: list[int] = []
-    original = backend.model.generate
-
-    def measured(**kwargs):  # type: ignore[no-untyped-def]
-        out = original(**kwargs)
-        lengths.append(out.shape[1])
-        return out
-
-    backend.model.generate = measured  # type: ignore[method-assign]
     out = backend.run_batch([fit[0], long, fit[1]])
     assert isinstance(out[1], BackendError)
     assert out[1].kind == "too_long"
     assert f"exceeds the model's context of {context} less the 16 tokens" in out[1].message
-    assert all(isinstance(r, GenerateResponse) for r in (out[0], out[2]))
-    assert len(lengths) == 1
-    assert context - 16 < lengths[0] <= context  # prompt and reply fill the context, no more
+    for reply in (out[0], out[2]):
+        assert isinstance(reply, GenerateResponse)
+        assert reply.usage is not None
+        # each prompt and its reply fill the context, no more (the random model never ends)
+        assert reply.usage["prompt_tokens"] + reply.usage["completion_tokens"] == context
+        assert json.loads(reply.raw or "")["finish_reason"] == "length"
 
 
 def test_save_load_round_trip_keeps_scores(checkpoint: Path, tmp_path: Path) -> None:

@@ -7,7 +7,11 @@ position ids), and each option's continuation (``answer_format``, default ``"({l
 runs on a copy of the prompt's KV cache, so an option costs a few tokens, not a prompt. The
 probability of every option is returned; at temperature 0 the most likely option is chosen,
 otherwise one is sampled from the options' distribution with the trial's seed. With
-``mode=generate`` (or a scenario without choices) the model generates a reply instead.
+``mode=generate`` (or a scenario without choices) the model generates a reply instead, token
+by token on the KV cache: each reply is sampled with its own trial's seed (greedy at
+temperature 0), so it does not depend on the other trials of its batch, and stops at an
+end-of-sequence token (the tokenizer's, or one the checkpoint's generation config names), at
+``max_tokens``, or where the model's context ends.
 
 Weights load through safetensors only (``use_safetensors=True``; nothing is unpickled), from
 local files only, with ``trust_remote_code`` off.
@@ -438,7 +442,7 @@ class HFBackend(BaseBackend):
     def generate_text(
         self, requests: Sequence[GenerateRequest]
     ) -> list[GenerateResponse | BackendError]:
-        """Batched sampling (left-padded); seeded by the batch's first trial seed.
+        """Batched generation (left-padded); each reply seeded by its own trial, see `_sample`.
 
         A request whose prompt does not fit gets its own error; the rest are answered. A
         reply stops where the model's context ends (within `max_tokens`): positions past it
@@ -463,35 +467,100 @@ class HFBackend(BaseBackend):
     def _sample(
         self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]
     ) -> list[GenerateResponse]:
+        """Decode a left-padded batch token by token on the KV cache, each row on its own.
+
+        Row i draws from its own generator seeded by its trial's seed (greedy at temperature
+        0), under its own temperature, and stops at an end-of-sequence token, at its
+        `max_tokens`, or where the model's context ends for its prompt. So a trial's reply
+        depends on its seed and prompt, not on which trials share its batch (a resumed run
+        or another concurrency samples the same replies), and torch's global generator is
+        left alone.
+        """
         import torch
 
         tok, model = self.tokenizer, self.model
+        n = len(prompts)
         width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        ids = torch.full((n, width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
         for i, p in enumerate(prompts):
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
-        cfg = requests[0].config
         limit = self._context
-        new_tokens = cfg.max_tokens if limit is None else min(cfg.max_tokens, limit - width)
-        torch.manual_seed(requests[0].seed)
+        budget = [
+            r.config.max_tokens if limit is None else min(r.config.max_tokens, limit - len(p))
+            for r, p in zip(requests, prompts, strict=True)
+        ]
+        temperature = [r.config.temperature for r in requests]
+        generators = [
+            torch.Generator().manual_seed(r.seed) if r.config.temperature > 0 else None
+            for r in requests
+        ]
+        stop = self._stop_ids
+        replies: list[list[int]] = [[] for _ in range(n)]
+        finish = ["length"] * n
+        live = [b > 0 for b in budget]
         with torch.inference_mode():
-            generated = model.generate(
+            out = model(
                 input_ids=ids,
                 attention_mask=mask,
-                max_new_tokens=new_tokens,
-                do_sample=cfg.temperature > 0,
-                temperature=cfg.temperature if cfg.temperature > 0 else None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
+                position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                use_cache=True,
+                logits_to_keep=1,
             )
-        texts = tok.batch_decode(generated[:, width:], skip_special_tokens=True)
-        return [
-            GenerateResponse(text=t, raw=json.dumps({"text": t}), model=self.spec) for t in texts
-        ]
+            position = mask.sum(1, keepdim=True)
+            while any(live):
+                logits = out.logits[:, -1, :].float()
+                step = torch.full((n, 1), tok.pad_token_id, dtype=torch.long)
+                for i in range(n):
+                    if not live[i]:
+                        continue
+                    gen = generators[i]
+                    if gen is None:
+                        token = int(logits[i].argmax())
+                    else:
+                        probs = torch.softmax(logits[i] / temperature[i], dim=-1)
+                        token = int(torch.multinomial(probs, 1, generator=gen))
+                    if token in stop:
+                        live[i], finish[i] = False, "stop"
+                        continue
+                    replies[i].append(token)
+                    step[i, 0] = token
+                    live[i] = len(replies[i]) < budget[i]
+                if not any(live):
+                    break
+                cache = getattr(out, "cache", None)
+                if cache is None:  # transformers before 5.24
+                    cache = out.past_key_values
+                mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
+                out = model(
+                    input_ids=step,
+                    attention_mask=mask,
+                    position_ids=position,
+                    use_cache=True,
+                    **{self._cache_arg: cache},
+                )
+                position = position + 1
+        responses = []
+        for p, reply, why in zip(prompts, replies, finish, strict=True):
+            text = tok.decode(reply, skip_special_tokens=True)
+            usage = {"prompt_tokens": len(p), "completion_tokens": len(reply)}
+            raw = json.dumps({"text": text, "finish_reason": why, "usage": usage})
+            responses.append(GenerateResponse(text=text, raw=raw, model=self.spec, usage=usage))
+        return responses
+
+    @cached_property
+    def _stop_ids(self) -> frozenset[int]:
+        """The tokens that end a reply: the tokenizer's end of sequence and any that the
+        checkpoint's generation config adds (chat models often end a turn with their own)."""
+        ids: set[int] = set()
+        config = getattr(self.model, "generation_config", None)
+        for value in (self.tokenizer.eos_token_id, getattr(config, "eos_token_id", None)):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(v for v in value if isinstance(v, int))
+        return frozenset(ids)
 
 
 def create(spec: str, options: Mapping[str, str]) -> HFBackend:
