@@ -231,6 +231,11 @@ def test_cli_train_apply_extract(tmp_path: Path) -> None:
             "cannot be fitted",
         ),
         (["apply", "--probe", "missing.safetensors"], "missing.json: no such file"),
+        # --fpr without --recalibrate or --evaluate used to be ignored without a word
+        (
+            ["apply", "--probe", "missing.safetensors", "--fpr", "0.05"],
+            "--fpr only applies with --recalibrate or --evaluate",
+        ),
         (["extract", "--out", "x", "--position", "middle"], "--position 'middle'"),
         (
             # every prompt of `core` is longer than the organism's context of 512 tokens

@@ -269,7 +269,9 @@ def apply(
     ] = None,
     fpr: Annotated[
         float | None,
-        typer.Option(help="False-positive rate for --recalibrate (default: the probe's)."),
+        typer.Option(
+            help="False-positive rate for --recalibrate's threshold and --evaluate's recall (default: the probe's)."
+        ),
     ] = None,
     evaluate: Annotated[
         bool,
@@ -289,6 +291,12 @@ def apply(
 
     if fpr is not None and not 0 < fpr < 1:
         raise InputError(f"--fpr must lie in (0, 1), got {fpr:g}")
+    if fpr is not None and not (recalibrate or evaluate):
+        raise InputError(
+            "--fpr only applies with --recalibrate or --evaluate: without them the probe's "
+            "own threshold flags the trials",
+            hint="add --recalibrate observed --recalibrate placebo, or drop --fpr",
+        )
     trained = load_probe(probe)
     backend = _backend(model, option)
     if trained.record.model_fingerprint not in (None, backend.cache_key().get("weights")):
