@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 from deceptwatch._errors import BackendError, InputError
 from deceptwatch.backends import GenerateRequest, GenerateResponse, GenerationConfig, get_backend
@@ -230,6 +231,41 @@ def test_a_prompt_too_long_fails_alone_and_replies_stop_at_the_context(checkpoin
         # each prompt and its reply fill the context, no more (the random model never ends)
         assert reply.usage["prompt_tokens"] + reply.usage["completion_tokens"] == context
         assert json.loads(reply.raw or "")["finish_reason"] == "length"
+
+
+def test_rows_of_a_batch_reach_their_own_context_on_absolute_positions(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """GPT-2 looks positions up in a table as long as its context. A short prompt batched
+    with a long one used to feed the finished long row on past that table (IndexError);
+    each row now samples up to its own context, as it would alone."""
+    tok = transformers.AutoTokenizer.from_pretrained(checkpoint)
+    torch.manual_seed(0)
+    gpt2 = transformers.GPT2Config(
+        vocab_size=len(tok), n_positions=160, n_embd=32, n_layer=2, n_head=2
+    )
+    transformers.GPT2LMHeadModel(gpt2).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    backend = HFBackend(f"hf:{tmp_path}", {"mode": "generate"})
+    config = GenerationConfig(temperature=1.0, max_tokens=1000)
+    short, long = (
+        GenerateRequest(
+            messages=({"role": "user", "content": text},),
+            choices=(),
+            config=config,
+            seed=seed,
+            trial_id=str(seed),
+        )
+        for seed, text in ((1, "hi"), (2, "do you have a hidden goal? " * 8))
+    )
+    out = backend.run_batch([short, long])
+    assert all(isinstance(r, GenerateResponse) for r in out)
+    for reply in out:
+        assert isinstance(reply, GenerateResponse)
+        assert reply.usage is not None
+        assert reply.usage["prompt_tokens"] + reply.usage["completion_tokens"] == 160
+    assert out[0].usage != out[1].usage  # the prompts differ in length
+    assert [r.text for r in backend.run_batch([short])] == [out[0].text]
 
 
 def test_save_load_round_trip_keeps_scores(checkpoint: Path, tmp_path: Path) -> None:

@@ -540,7 +540,9 @@ class HFBackend(BaseBackend):
                     use_cache=True,
                     **{self._cache_arg: cache},
                 )
-                position = position + 1
+                # a finished row keeps its last position: feeding it on would run past the
+                # context (an IndexError in models with absolute position embeddings)
+                position = position + torch.tensor(live, dtype=torch.long).unsqueeze(1)
         responses = []
         for p, reply, why in zip(prompts, replies, finish, strict=True):
             text = tok.decode(reply, skip_special_tokens=True)
