@@ -161,3 +161,35 @@ def test_every_argument_shows_an_upper_case_placeholder() -> None:
                 assert param.metavar.isupper(), f"{name}: {param.metavar}"
                 assert "." not in param.metavar, f"{name}: {param.metavar}"
     assert seen >= 6  # validate, show, lint, organisms train, import mwe, inspect-log
+
+
+def test_help_names_what_each_option_takes_and_flags_take_nothing() -> None:
+    """Typer 0.29 showed Python types in help: ``--epochs <int>``, ``--model <list[str]>``,
+    and for flags ``--json <bool>`` and ``--help <bool>``, as if they took a value."""
+    import re
+
+    import typer.main
+
+    python_type = re.compile(r"<(?:bool|int|float|str|Path|list\[[^\]]*\])>")
+    flag = re.compile(r"│ (--help|--json|--no-progress|--evaluate)\s+(\S+)")
+    value = re.compile(r"│ (--epochs|--model|--db|--option|--limit)\s+(?:-\w\s+)?(\S+)")
+    names: dict[str, set[str]] = {}
+    helped = 0
+    for name, _ in _commands(typer.main.get_command(app), "deceptwatch"):
+        res = runner.invoke(app, [*name.split()[1:], "--help"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, res.output
+        helped += 1
+        assert not python_type.search(res.output), f"{name}:\n{res.output}"
+        for line in res.output.splitlines():
+            if m := flag.search(line):  # a flag's type column is empty: its help comes next
+                assert not m.group(2).isupper(), f"{name}: {line}"
+            if m := value.search(line):
+                names.setdefault(m.group(1), set()).add(m.group(2))
+    assert helped >= 14
+    assert names == {
+        "--epochs": {"INTEGER"},
+        "--model": {"SPEC"},
+        "--db": {"URL"},
+        "--option": {"KEY=VALUE"},
+        "--limit": {"INTEGER"},
+    }

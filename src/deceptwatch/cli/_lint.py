@@ -20,7 +20,9 @@ def scenarios_lint(
     ] = None,
     suite: Annotated[
         list[str] | None,
-        typer.Option("--suite", "-s", help="Built-in suite name or 'all'. Repeatable."),
+        typer.Option(
+            "--suite", "-s", metavar="SUITE", help="Built-in suite name or 'all'. Repeatable."
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON document on stdout.")

@@ -15,11 +15,12 @@ import typer
 from deceptwatch._errors import InputError, blocked_path
 from deceptwatch._ids import MAX_SEED
 from deceptwatch.cli._app import err, handle_errors, out, path_value, print_json
+from deceptwatch.cli._typer import App
 
 if TYPE_CHECKING:
     from deceptwatch.scenarios import Trial
 
-probe_app = typer.Typer(
+probe_app = App(
     help="Probes: read a model's activations and flag an intent to defect before it acts.",
     no_args_is_help=True,
 )
@@ -27,12 +28,18 @@ METHODS = ("logistic", "diffmeans", "contrast")
 
 
 ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Open-weight model: organism:NAME or hf:PATH.")
+    str,
+    typer.Option(
+        "--model", "-m", metavar="SPEC", help="Open-weight model: organism:NAME or hf:PATH."
+    ),
 ]
 SuiteOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--suite", "-s", help="Built-in suite or YAML path. Repeatable. Default: organism."
+        "--suite",
+        "-s",
+        metavar="SUITE",
+        help="Built-in suite or YAML path. Repeatable. Default: organism.",
     ),
 ]
 FamilyOpt = Annotated[
@@ -53,7 +60,12 @@ SeedOpt = Annotated[
 ]
 OptionOpt = Annotated[
     list[str] | None,
-    typer.Option("--option", "-o", help="Backend option KEY=VALUE (e.g. threads=1). Repeatable."),
+    typer.Option(
+        "--option",
+        "-o",
+        metavar="KEY=VALUE",
+        help="Backend option KEY=VALUE (e.g. threads=1). Repeatable.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
