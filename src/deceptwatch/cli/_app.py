@@ -1,8 +1,9 @@
 """Command-line interface: thin commands over the Python API.
 
 Exit codes: 0 success, 2 bad input (message on stderr, nothing written), 1 failure (including
-a run that ends incomplete). With ``--json`` a command prints one JSON document on stdout and
-nothing else there; progress and messages go to stderr.
+a run that ends incomplete), 141 when the reader of stdout goes away (``| head``). With
+``--json`` a command prints one JSON document on stdout and nothing else there; progress and
+messages go to stderr.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -38,8 +40,25 @@ scenarios_app = App(
 )
 app.add_typer(scenarios_app, name="scenarios")
 
+EXIT_PIPE = 141  # what a shell reports for a program that SIGPIPE ends: 128 + 13
+
+
+def _stdout_closed() -> NoReturn:
+    """The reader of stdout has gone (``| head``): stop quietly, as a program that SIGPIPE
+    ends does, with 141. Not 1, which says the run is incomplete: a run is stored before its
+    report is printed. Later writes (the flush at exit) go to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(EXIT_PIPE)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:  # rich's own exits 1
+        _stdout_closed()
+
+
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else REPORT_WIDTH)
+out = _Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else REPORT_WIDTH)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +73,8 @@ def path_value(value: str) -> Path:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn InputError into exit 2 and other deceptwatch errors into exit 1, on stderr."""
+    """Turn InputError into exit 2 and other deceptwatch errors into exit 1, on stderr; a
+    closed stdout into 141."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -69,6 +89,8 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("interrupted; rerun the same command to resume")
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # before click's handler, which exits 1
+            _stdout_closed()
 
     return wrapper  # type: ignore[return-value]
 
