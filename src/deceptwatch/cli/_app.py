@@ -8,6 +8,7 @@ messages go to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -47,8 +48,8 @@ def _stdout_closed() -> NoReturn:
     """The reader of stdout has gone (``| head``): stop quietly, as a program that SIGPIPE
     ends does, with 141. Not 1, which says the run is incomplete: a run is stored before its
     report is printed. Later writes (the flush at exit) go to /dev/null."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     raise SystemExit(EXIT_PIPE)
 
 
