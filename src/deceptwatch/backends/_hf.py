@@ -368,9 +368,7 @@ class HFBackend(BaseBackend):
             # every prompt gets k option rows; missing options are dummies, ignored below
             rows = [(c[j] if j < len(c) else c[0]) for c in conts for j in range(k)]
             clen = max(len(r) for r in rows)
-            cache = getattr(first, "cache", None)
-            if cache is None:  # transformers before 5.24
-                cache = first.past_key_values
+            cache = _returned_cache(first)
             cache.batch_repeat_interleave(k)
             cids = torch.full((len(rows), clen), pad, dtype=torch.long)
             cmask = torch.zeros((len(rows), clen), dtype=torch.long)
@@ -529,9 +527,7 @@ class HFBackend(BaseBackend):
                     live[i] = len(replies[i]) < budget[i]
                 if not any(live):
                     break
-                cache = getattr(out, "cache", None)
-                if cache is None:  # transformers before 5.24
-                    cache = out.past_key_values
+                cache = _returned_cache(out)
                 mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
                 out = model(
                     input_ids=step,
@@ -563,6 +559,13 @@ class HFBackend(BaseBackend):
             elif isinstance(value, (list, tuple)):
                 ids.update(v for v in value if isinstance(v, int))
         return frozenset(ids)
+
+
+def _returned_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned: ``cache`` since transformers 5.24, before it
+    ``past_key_values``."""
+    cache = getattr(output, "cache", None)
+    return output.past_key_values if cache is None else cache
 
 
 def create(spec: str, options: Mapping[str, str]) -> HFBackend:
