@@ -79,6 +79,38 @@ def test_migrated_schema_equals_current_tables(store_url: str) -> None:
         insp = inspect(store.engine)
         for name, table in metadata.tables.items():
             assert {c["name"] for c in insp.get_columns(name)} == {c.name for c in table.columns}
+            assert {i["name"] for i in insp.get_indexes(name)} == {i.name for i in table.indexes}
+
+
+def test_migration_3_reindexes_trials_of_an_older_store(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store made by migrations 1 and 2 keeps its trials, and loses the (model, block)
+    index for one on the model alone, which the model's queries then use."""
+    from deceptwatch.store import _schema
+
+    with monkeypatch.context() as m:
+        m.setattr(_schema, "MIGRATIONS", MIGRATIONS[:2])
+        m.setattr(_schema, "SCHEMA_VERSION", 2)
+        with Store.open(store_url) as store:
+            assert store.schema_versions() == [1, 2]
+            _begin(store)
+            store.write_trials("r1", [_row(i) for i in range(4)])
+            names = {i["name"] for i in inspect(store.engine).get_indexes("trials")}
+            assert names == {"ix_trials_block"}
+    with Store.open(store_url) as store:
+        assert store.schema_versions() == [1, 2, 3]
+        names = {i["name"] for i in inspect(store.engine).get_indexes("trials")}
+        assert names == {"ix_trials_model"}
+        assert store.has_trials("m" * 64)
+        assert not store.has_trials("x" * 64)
+        assert len(list(store.iter_outcomes("r1", "m" * 64))) == 4
+        if store.dialect == "sqlite":
+            with store.engine.connect() as conn:
+                plan = conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT id FROM trials WHERE model_id = ?", ("m" * 64,)
+                ).all()
+            assert "ix_trials_model" in " ".join(str(row[-1]) for row in plan)
 
 
 def test_sqlite_uses_wal(db_url: str) -> None:
