@@ -401,3 +401,28 @@ def test_a_checkpoint_that_does_not_load_stops_monitor_before_any_write(
     assert message in flat
     assert "hint:" in flat
     assert not db.exists()
+
+
+def test_a_tokenizer_with_neither_pad_nor_eos_still_pads(checkpoint: Path, tmp_path: Path) -> None:
+    """Padding is masked out, so a checkpoint whose tokenizer names no pad and no end token
+    scores and samples as the same checkpoint with them (the batch pads with token 0)."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(checkpoint, bare)
+    tok = transformers.AutoTokenizer.from_pretrained(bare)
+    tok.pad_token = None
+    tok.eos_token = None
+    tok.save_pretrained(bare)
+    assert transformers.AutoTokenizer.from_pretrained(bare).pad_token_id is None
+    requests = _requests(6)
+    plain, padded = HFBackend(f"hf:{checkpoint}"), HFBackend(f"hf:{bare}")
+    plain.load()
+    assert len({len(plain.prompt_ids(r)) for r in requests}) > 1  # padding really happens
+    for x, y in zip(plain.option_logprobs(requests), padded.option_logprobs(requests), strict=True):
+        assert x == pytest.approx(y, abs=1e-5)
+    config = GenerationConfig(temperature=1.0, max_tokens=8)
+    sampled = [dataclasses.replace(r, config=config, choices=()) for r in requests]
+    replies = HFBackend(f"hf:{bare}", {"mode": "generate"}).run_batch(sampled)
+    assert all(isinstance(r, GenerateResponse) for r in replies)
+    assert [r.usage["completion_tokens"] for r in replies if r.usage] == [8] * 6

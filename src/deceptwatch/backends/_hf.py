@@ -212,7 +212,11 @@ class HFBackend(BaseBackend):
                 )
             tok.chat_template = PLAIN_TEMPLATE
         if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
+            # Padding is masked out, so any token of the vocabulary will do: the end of
+            # sequence, or else the first token (a tokenizer may name neither pad nor eos).
+            tok.pad_token = (
+                tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+            )
         model.eval()
         self.tokenizer, self.model = tok, model
 
