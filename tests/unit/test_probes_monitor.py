@@ -118,8 +118,8 @@ def test_probe_evidence_places_a_model_without_behavioural_evidence() -> None:
     assert ladder.rung == 2
     assert ladder.probe_evidence[0].rung == 2
     assert "contrast probe at layer.2" in ladder.reason
-    # the behavioural criteria stay behavioural
-    assert ladder.depends_on_oversight.met is False
+    # the behavioural criteria stay behavioural: with no trial findings, undetermined
+    assert ladder.depends_on_oversight.met is None
     assert place_on_ladder([], probes=[_finding(DETECTS, position="reply")]).rung is None
 
 
