@@ -343,8 +343,8 @@ class Store:
         ts = now()
         # In the order of their ids (a stable sort: a trial given twice keeps its order), so
         # that each table's id index is updated in one sweep rather than at random places:
-        # 11% less work a trial once a store holds 400,000 trials, when its indexes no
-        # longer fit in SQLite's page cache.
+        # 7 to 11% less writer time a trial (two measurements) once a store holds 400,000
+        # trials, when its indexes no longer fit in SQLite's page cache; no change at 20,000.
         rows = sorted(rows, key=_TRIAL_ID)
         # A prompt recurs in every epoch and model: one already committed through this
         # handle is not sent again (prompts are content-addressed and never deleted).
