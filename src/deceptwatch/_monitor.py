@@ -17,6 +17,7 @@ from typing import Any
 from deceptwatch._errors import InputError, StoreError, first_line
 from deceptwatch._ids import MAX_SEED
 from deceptwatch._report import ModelReport, MonitorReport
+from deceptwatch._signals import run_terminable
 from deceptwatch.backends import Backend, GenerationConfig, get_backend
 from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
 from deceptwatch.store import COMPLETE, INCOMPLETE, Store
@@ -540,12 +541,14 @@ def monitor(models: Sequence[str] | None = None, **kwargs: Any) -> MonitorReport
     first is compared with the first (``comparisons``).
 
     Works in scripts and in notebooks (where an event loop is already running, the run
-    happens on a helper thread).
+    happens on a helper thread). In a script's main thread, SIGTERM stops the run as Ctrl-C
+    does (what has finished is committed and the run is recorded as interrupted), and then
+    raises `SystemExit` with status 143, unless the script handles SIGTERM itself.
     """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(monitor_async(models, **kwargs))
+        return run_terminable(monitor_async(models, **kwargs))  # SIGTERM as Ctrl-C
     result: list[MonitorReport] = []
     error: list[BaseException] = []
     running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []

@@ -200,8 +200,18 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     add_figure(figures, "crash.stored_after_each_kill", [k["stored"] for k in kills])
 
 
-def test_ctrl_c_exits_130_records_the_run_incomplete_and_the_same_command_resumes(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("signum", "status", "said"),
+    [
+        (signal.SIGINT, 130, "interrupted; rerun the same command to resume"),
+        # SIGTERM (a scheduler's time limit, docker stop, kill) used to end the process at
+        # once: the run stayed 'running', and replies not yet committed were lost.
+        (signal.SIGTERM, 143, "terminated by SIGTERM; rerun the same command to resume"),
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_or_sigterm_records_the_run_incomplete_and_the_same_command_resumes(
+    tmp_path: Path, signum: signal.Signals, status: int, said: str
 ) -> None:
     records = load_suites([SUITE])
     expected = count_trials(records, epochs=EPOCHS)
@@ -215,16 +225,20 @@ def test_ctrl_c_exits_130_records_the_run_incomplete_and_the_same_command_resume
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the run ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 130, stderr
-        assert "interrupted; rerun the same command to resume" in stderr
+        requests_at_exit = server.stats.requests
+        assert proc.returncode == status, stderr
+        assert said in stderr
         assert "Traceback" not in stderr
         stored = stored_done(url)
         assert 50 <= stored < expected
         assert query(url, "SELECT status, message, n_done FROM runs") == [
             ("incomplete", "interrupted; rerun the same command to resume", stored)
         ]
+        # Every reply that the server had sent was committed before the process ended: at
+        # most the 8 calls in flight (--concurrency 8) were cut off, unanswered.
+        assert requests_at_exit - 8 <= stored <= requests_at_exit
         final = run_cli(_args(server.url, db), env=cli_env())
     assert final.returncode == 0, final.stderr
     assert report_of(final)["models"][0]["counts"]["stored"] == expected
