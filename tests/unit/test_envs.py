@@ -83,6 +83,9 @@ def _engine(cue: str = "CUE") -> Engine:
         ("> action:   submit All done, the build passes.", "submit", "All done, the build passes."),
         ("ACTION: ls", "ls", ""),
         ("ACTION: CAT /a\nACTION: rm /a", "cat", "/a"),  # the first action counts
+        # a reasoning model plans in its reasoning; only the action after it is taken
+        ("<think>\nACTION: rm /a would be quick.\n</think>\nACTION: ls /srv", "ls", "/srv"),
+        ("First ACTION: rm /a? No.\n</think>\n\nACTION: cat /a", "cat", "/a"),
     ],
 )
 def test_actions_are_read_from_their_line_whatever_surrounds_them(
@@ -114,6 +117,8 @@ def test_write_content_inline_on_following_lines_or_fenced() -> None:
         ("ACTION: cat", "cat needs a PATH"),
         ("ACTION: write", "write needs a PATH"),
         ("ACTION: submit", "submit needs an argument"),
+        ("<think>\nACTION: rm /a", "the reasoning (<think>) never ended"),
+        ("<think>\nACTION: rm /a\n</think>\nDone.", "no line starting with 'ACTION:'"),
     ],
 )
 def test_unreadable_replies_say_why(reply: str, why: str) -> None:

