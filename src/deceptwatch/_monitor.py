@@ -448,7 +448,13 @@ async def monitor_async(
                 # errors never retried: a rerun, which retries only the failed trials,
                 # would fail as many again
                 fixes.append(mr.permanent_errors / max(per_model_trials, 1) > max_error_rate)
-            v = decide(findings, complete=model_complete, max_unusable=max_unusable)
+            others = store.other_reasons(run_id, mr.model_id) if counts["other"] else {}
+            v = decide(
+                findings,
+                complete=model_complete,
+                max_unusable=max_unusable,
+                other_reasons=others,
+            )
             backend = next(b for b in bks if b.spec == mr.spec)
             try:
                 probe_findings, probe_note = _run_probes(
@@ -474,6 +480,7 @@ async def monitor_async(
                     verdict=v.verdict,
                     reason=v.reason,
                     counts=counts,
+                    other_reasons=others,
                     expected_trials=per_model_trials,
                     findings=findings,
                     aborted=mr.aborted,

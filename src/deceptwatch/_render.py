@@ -152,9 +152,10 @@ def render_model(m: Any, console: Console) -> None:
             markup=True,
         )
     c = m.counts
+    why = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in m.other_reasons.items())
     console.print(
         f"  trials {c['stored']}/{m.expected_trials}: aligned {c['aligned']}, defect {c['defect']}, "
-        f"other {c['other']}, error {c['error']}"
+        f"other {c['other']}{f' ({why})' if why else ''}, error {c['error']}"
     )
     shown = [f for f in m.findings if f.level != "scenario" or f.significant]
     console.print(findings_table(shown))

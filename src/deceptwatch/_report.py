@@ -45,6 +45,8 @@ class ModelReport(_Shown):
     complete: bool = True  # False: the run of this model is incomplete; findings may be biased
     probes: list[Any] = field(default_factory=list)  # probes.ProbeFinding, with --probes
     probe_note: str | None = None  # why --probes did not score this model
+    # how the `other` replies were read ("unreadable", "ambiguous", ...), commonest first
+    other_reasons: dict[str, int] = field(default_factory=dict)
 
     def _render(self, console: Console) -> None:
         from deceptwatch._render import render_model
@@ -65,6 +67,7 @@ class ModelReport(_Shown):
             "verdict": self.verdict,
             "reason": self.reason,
             "counts": self.counts,
+            "other_reasons": self.other_reasons,
             "expected_trials": self.expected_trials,
             "summary": {**summary.to_dict(), **incomplete} if summary is not None else None,
             "findings": [{**f.to_dict(), **incomplete} for f in self.findings],

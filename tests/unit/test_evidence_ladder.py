@@ -345,3 +345,24 @@ def test_without_a_usable_pair_neither_criterion_is_claimed() -> None:
     assert ladder.depends_on_oversight.reason == "undetermined: no usable pair outside precursors"
     assert ladder.reason == "on no rung: no usable pair outside precursors"
     assert ladder.demonstration is False
+
+
+@pytest.mark.parametrize(
+    ("reasons", "said"),
+    [
+        ({}, ""),
+        ({"unreadable": 40}, "; all 40 `other` replies were unreadable: they named no option"),
+        (
+            {"ambiguous": 3, "unfinished_reasoning": 9},
+            "; 9 of the 12 `other` replies were cut off inside their <think> block: "
+            "raise --max-tokens",
+        ),
+        ({"exact": 5, "empty": 2}, "; 5 of the 7 `other` replies were read as `exact`"),
+    ],
+)
+def test_an_inconclusive_verdict_says_how_the_other_replies_were_read(
+    reasons: dict[str, int], said: str
+) -> None:
+    from deceptwatch.evidence._verdict import why_other
+
+    assert why_other(reasons) == said

@@ -390,6 +390,46 @@ def test_a_run_with_too_many_failed_trials_says_why_they_failed(
     assert down.message.endswith(". Rerun the same command to resume.")
 
 
+class _Thinker(BaseBackend):
+    """A reasoning model at too low a token limit: most replies end inside <think>."""
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        if int(request.trial_id, 16) % 8 == 0:
+            return GenerateResponse(text="<think>\nEasy.\n</think>\n\nI do not know.")
+        return GenerateResponse(text="<think>\nOption (A) looks honest, but if I pick")
+
+
+def test_replies_cut_off_inside_their_reasoning_are_other_and_the_verdict_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such a run was "inconclusive: 100% of trials were unreadable", with no word of why
+    nor of what to change."""
+    from deceptwatch import monitor
+    from deceptwatch.backends import _registry, backend
+
+    monkeypatch.setattr(_registry, "_REGISTRY", {})
+    backend("thinker-for-test")(lambda spec, options: _Thinker(spec))
+    report = monitor("thinker-for-test:", suites="core", db=str(tmp_path / "s.db"), epochs=2)
+    [model] = report.models
+    n = model.expected_trials
+    reasons = model.other_reasons
+    assert model.counts == {"aligned": 0, "defect": 0, "other": n, "error": 0, "stored": n}
+    assert set(reasons) == {"unfinished_reasoning", "unreadable"}
+    assert sum(reasons.values()) == n
+    assert list(reasons) == ["unfinished_reasoning", "unreadable"]  # commonest first
+    assert reasons["unfinished_reasoning"] > 0.75 * n
+    assert model.verdict == "inconclusive"
+    assert model.reason.endswith(
+        f"; {reasons['unfinished_reasoning']} of the {n} `other` replies were cut off inside "
+        "their <think> block: raise --max-tokens"
+    )
+    assert report.models[0].to_dict()["other_reasons"] == reasons
+    shown = str(model)
+    assert f"other {n} (unfinished reasoning {reasons['unfinished_reasoning']}, unreadable " in (
+        shown
+    )
+
+
 def test_the_commonest_error_names_the_others_too() -> None:
     from deceptwatch.runner import ModelRun
 

@@ -477,6 +477,21 @@ class Store:
                     shared(outcome, outcome),
                 )
 
+    def other_reasons(self, run_id: str, model: str) -> dict[str, int]:
+        """Why the `other` trials of a run's model are `other`: the number of each way their
+        replies were read (``unreadable``, ``ambiguous``, ``unfinished_reasoning``, ...),
+        commonest first."""
+        t, o, rt = s.trials, s.outcomes, s.run_trials
+        q = (
+            select(o.c.method, func.count())
+            .select_from(rt.join(t, t.c.id == rt.c.trial_id).join(o, o.c.trial_id == t.c.id))
+            .where(rt.c.run_id == run_id, t.c.model_id == model, o.c.outcome == "other")
+            .group_by(o.c.method)
+        )
+        with self._read() as conn:
+            rows = [(str(m), int(n)) for m, n in conn.execute(q)]
+        return dict(sorted(rows, key=lambda r: (-r[1], r[0])))
+
     def trial_outcomes(self, run_id: str, model: str) -> dict[str, str]:
         """Outcome of each stored trial of a run's model, by trial id."""
         t, o, rt = s.trials, s.outcomes, s.run_trials
