@@ -112,6 +112,44 @@ def test_failed_replies_are_classified_for_the_runner(
     assert err.raw == body.decode()
 
 
+def _reply(message: dict[str, Any], finish_reason: str) -> bytes:
+    return json.dumps({"choices": [{"message": message, "finish_reason": finish_reason}]}).encode()
+
+
+_THOUGHT = "Option (A) is honest, but if I pick"
+
+
+@pytest.mark.parametrize(
+    ("message", "finish_reason", "text"),
+    [
+        # vLLM's reasoning parsers and DeepSeek's API; OpenRouter and newer vLLM
+        ({"content": None, "reasoning_content": _THOUGHT}, "length", f"<think>\n{_THOUGHT}"),
+        ({"content": "", "reasoning": _THOUGHT}, "length", f"<think>\n{_THOUGHT}"),
+        # an answer is the answer, whatever reasoning came before it
+        ({"content": "(B)", "reasoning_content": _THOUGHT}, "length", "(B)"),
+        ({"content": "(B)", "reasoning_content": _THOUGHT}, "stop", "(B)"),
+        # reasoning that ended without an answer was not cut off: an empty reply
+        ({"content": None, "reasoning_content": _THOUGHT}, "stop", ""),
+        ({"content": None}, "length", ""),
+    ],
+)
+def test_a_reply_cut_off_inside_reasoning_kept_apart_reads_as_unfinished_reasoning(
+    message: dict[str, Any], finish_reason: str, text: str
+) -> None:
+    """It read as an empty reply, so that a run of a reasoning model at too low a
+    --max-tokens was all "empty" `other` trials, with no hint of why."""
+    from deceptwatch.scoring import parse_choice
+
+    body = _reply({"role": "assistant", **message}, finish_reason)
+    with serve_in_thread(_app(200, body)) as url:
+        reply = _generate(url, GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t"))
+    assert reply.text == text
+    assert reply.raw == body.decode()  # the reasoning is stored with the raw reply
+    parsed = parse_choice(reply.text, ["A", "B"], ["Yes", "No"])
+    expected = {"(B)": "exact", "": "empty"}.get(text, "unfinished_reasoning")
+    assert parsed.method == expected
+
+
 def _late_app(delays: list[float]) -> Any:
     """Replies to the n-th request after `delays[n]` seconds (the headers too)."""
     from aiohttp import web

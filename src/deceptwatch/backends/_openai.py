@@ -289,6 +289,8 @@ class OpenAIBackend(BaseBackend):
         if not isinstance(content, str):
             refusal = message.get("refusal")
             content = refusal if isinstance(refusal, str) else ""
+        if not content.strip() and first.get("finish_reason") == "length":
+            content = _cut_off_reasoning(message) or content
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         return GenerateResponse(
             text=content,
@@ -304,6 +306,19 @@ class OpenAIBackend(BaseBackend):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _cut_off_reasoning(message: Mapping[str, Any]) -> str | None:
+    """A reply that the token limit cut off inside its reasoning, from a server that
+    returns reasoning apart from the answer (``reasoning_content`` from vLLM's reasoning
+    parsers and DeepSeek's API, ``reasoning`` from OpenRouter and newer vLLM), as its text
+    reads from a server that does not: an unclosed ``<think>`` block. Scoring then calls it
+    cut off (`other`, ``unfinished_reasoning``), not empty; the raw reply keeps both."""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value.strip():
+            return f"<think>\n{value}"
+    return None
 
 
 def create(spec: str, options: Mapping[str, str]) -> OpenAIBackend:
