@@ -62,7 +62,8 @@ _OTHER_READ = {
 
 
 def why_other(reasons: Mapping[str, int]) -> str:
-    """ "; all 40 `other` replies were ...": how the commonest `other` replies were read."""
+    """How the commonest `other` replies were read, as a clause for a verdict's reason:
+    "; all 40 `other` replies were unreadable: they named no option"."""
     if not reasons:
         return ""
     method, n = max(reasons.items(), key=lambda kv: kv[1])
