@@ -549,8 +549,7 @@ def monitor(models: Sequence[str] | None = None, **kwargs: Any) -> MonitorReport
 
     Works in scripts and in notebooks (where an event loop is already running, the run
     happens on a helper thread). In a script's main thread, SIGTERM stops the run as Ctrl-C
-    does (what has finished is committed and the run is recorded as interrupted), and then
-    raises `SystemExit` with status 143, unless the script handles SIGTERM itself.
+    does, then raises `SystemExit(143)`, unless the script handles SIGTERM itself.
     """
     try:
         asyncio.get_running_loop()
