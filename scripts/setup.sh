@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="local"
 if [[ "${1:-}" == "--dev" ]]; then
-  extras="local,postgres,dev,bench"
+  extras="local,postgres,dev,inspect,bench"
 fi
 python="${PYTHON:-python3}"
 if [[ ! -x .venv/bin/python ]]; then

@@ -213,6 +213,24 @@ def test_bad_logs_exit_2_and_write_nothing(tmp_path: Path, logs: tuple[Path, Pat
     assert not db.exists()
 
 
+def test_without_inspect_ai_it_names_the_extra_and_writes_nothing(
+    tmp_path: Path, logs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "inspect_ai" else find_spec(name, *a),
+    )
+    db = tmp_path / "store.db"
+    result = runner.invoke(app, ["import", "inspect-log", str(logs[0]), "--db", str(db)])
+    assert result.exit_code == 1  # a missing package is no fault of the input
+    assert "pip install 'deceptwatch[inspect]'" in result.output
+    assert not db.exists()
+
+
 def test_a_log_of_two_epochs_pairs_within_each_epoch(tmp_path: Path) -> None:
     """With ``epochs=2`` every pair_id recurs: each epoch's two samples are one pair."""
     doc = _import(str(_eval_log(tmp_path / "eval", epochs=2)), "--db", str(tmp_path / "e.db"))

@@ -144,7 +144,7 @@ def map_outcome(sample: Any, scorer: str | None) -> tuple[str, str | None, str, 
 
 
 def _read_log(path: Path) -> Any:
-    require("inspect_ai", "bench", "importing Inspect logs")
+    require("inspect_ai", "inspect", "importing Inspect logs")
     from inspect_ai.log import read_eval_log
 
     try:
