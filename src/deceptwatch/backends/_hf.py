@@ -18,8 +18,10 @@ local files only, with ``trust_remote_code`` off.
 
 Options: ``batch_size`` (32), ``threads`` (torch threads, default min(2, CPUs)),
 ``answer_format``, ``mode`` (``choice`` or ``generate``), ``chat_template`` (``plain`` for
-checkpoints without one), ``dtype`` (``float32``, the default, or ``bfloat16``: about 1.5x
-as fast on CPUs with AVX512-BF16, and inexact: near-ties between options can flip).
+checkpoints without one), ``system`` (``merge`` folds system messages into the first user
+message, for a chat template that refuses a system role), ``dtype`` (``float32``, the
+default, or ``bfloat16``: about 1.5x as fast on CPUs with AVX512-BF16, and inexact: near-ties
+between options can flip).
 """
 
 from __future__ import annotations
@@ -38,9 +40,17 @@ from pathlib import Path
 from typing import Any
 
 from deceptwatch._errors import BackendError, InputError, first_line, require
-from deceptwatch.backends._base import BaseBackend, GenerateRequest, GenerateResponse
+from deceptwatch.backends._base import (
+    BaseBackend,
+    GenerateRequest,
+    GenerateResponse,
+    merge_system,
+    system_option,
+)
 
-_KNOWN = frozenset({"batch_size", "threads", "answer_format", "mode", "chat_template", "dtype"})
+_KNOWN = frozenset(
+    {"batch_size", "threads", "answer_format", "mode", "chat_template", "dtype", "system"}
+)
 _DTYPES = ("float32", "bfloat16")
 MAX_THREADS = 256  # torch threads; a pool of thousands exhausts memory before it starts
 REPLY_RESERVE = 16  # tokens of the context a prompt must leave for the reply
@@ -142,6 +152,7 @@ class HFBackend(BaseBackend):
                 hint="leave it out to use the checkpoint's own chat template; "
                 "-o chat_template=plain formats messages as 'role: content' lines",
             )
+        self.system = system_option(opts, "hf")
         self._fingerprint = fingerprint(self.path)
         self.model: Any = None
         self.tokenizer: Any = None
@@ -165,6 +176,8 @@ class HFBackend(BaseBackend):
         }
         if self.dtype != "float32":  # other scores, so other ids; float32 keeps its old ids
             key["dtype"] = self.dtype
+        if self.system != "keep":  # another prompt, so other ids; keep keeps its old ids
+            key["system"] = self.system
         return key
 
     def describe(self) -> dict[str, Any]:
@@ -300,9 +313,27 @@ class HFBackend(BaseBackend):
             return None  # scoring reports the error for this trial alone
 
     def prompt_ids(self, request: GenerateRequest) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=False
-        )
+        if self.system == "merge":
+            messages = merge_system(request.messages)
+        else:
+            messages = [dict(m) for m in request.messages]
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # a template raises what it likes (jinja's TemplateError)
+            has_system = any(m["role"] == "system" for m in messages)
+            raise BackendError(
+                f"the chat template refuses these messages ({type(exc).__name__}: "
+                f"{first_line(exc, 200)})"
+                + (
+                    "; if it refuses a system role, -o system=merge folds the system message "
+                    "into the first user message"
+                    if has_system
+                    else ""
+                ),
+                kind="template",
+            ) from None
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         limit = self._context
         if limit is not None and len(ids) + REPLY_RESERVE > limit:

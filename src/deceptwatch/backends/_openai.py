@@ -8,6 +8,11 @@ This module makes one attempt per call. It classifies failures for the runner, w
 retries: 429, 408, 409 and 5xx are retryable and carry the server's ``Retry-After``;
 connection errors, timeouts, truncated bodies, malformed JSON and empty ``choices`` are
 retryable; other 4xx are not. The API key is sent in a header and never recorded.
+
+Options: ``base_url``, ``api_key``, ``timeout`` (seconds, 60), ``max_connections``,
+``send_seed`` (``true``), ``max_tokens_field`` (``max_completion_tokens`` for OpenAI's
+reasoning models), ``system`` (``merge`` folds system messages into the first user message,
+for a server whose chat template refuses a system role).
 """
 
 from __future__ import annotations
@@ -29,12 +34,22 @@ from deceptwatch.backends._base import (
     GenerateRequest,
     GenerateResponse,
     GenerationConfig,
+    merge_system,
+    system_option,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 _KNOWN_OPTIONS = frozenset(
-    {"base_url", "api_key", "timeout", "max_connections", "send_seed", "max_tokens_field"}
+    {
+        "base_url",
+        "api_key",
+        "timeout",
+        "max_connections",
+        "send_seed",
+        "max_tokens_field",
+        "system",
+    }
 )
 
 
@@ -80,6 +95,8 @@ def _error_message(body: str) -> str:
             return str(err["message"])[:300]
         if isinstance(err, str):
             return err[:300]
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            return str(data["message"])[:300]  # older vLLM, MLC LLM: no "error" key
     except (ValueError, AttributeError):
         pass
     return body[:200]
@@ -134,6 +151,7 @@ class OpenAIBackend(BaseBackend):
             )
         self.send_seed = opts.get("send_seed", "true").lower() in ("1", "true", "yes")
         self.max_tokens_field = opts.get("max_tokens_field", "max_tokens")
+        self.system = system_option(opts, "openai")
         self._url = f"{self.base_url}/chat/completions"
         self._session: Any = None
         self._endpoint: Any = None
@@ -150,10 +168,13 @@ class OpenAIBackend(BaseBackend):
         return text
 
     def cache_key(self) -> dict[str, Any]:
-        return {"spec": self.spec, "base_url": self.public_url}
+        key = {"spec": self.spec, "base_url": self.public_url}
+        if self.system != "keep":  # another prompt, so other ids; keep keeps its old ids
+            key["system"] = self.system
+        return key
 
     def describe(self) -> dict[str, Any]:
-        return {"spec": self.spec, "base_url": self.public_url, "timeout": self.timeout}
+        return {**self.cache_key(), "timeout": self.timeout}
 
     def set_concurrency(self, n: int) -> None:
         """Bound the connection pool to the runner's concurrency unless set explicitly."""
@@ -201,7 +222,9 @@ class OpenAIBackend(BaseBackend):
 
     def _body(self, request: GenerateRequest) -> bytes:
         messages = request.messages_json
-        if messages is None:
+        if self.system == "merge":
+            messages = json.dumps(merge_system(request.messages))
+        elif messages is None:
             messages = json.dumps(
                 [{"role": m["role"], "content": m["content"]} for m in request.messages]
             )
@@ -260,8 +283,14 @@ class OpenAIBackend(BaseBackend):
         raw = self._redact(raw_bytes.decode("utf-8", errors="replace"))
         if status != 200:
             retryable = status in RETRYABLE_STATUS or status >= 500
+            said = _error_message(raw)
+            if status == 400 and self.system == "keep" and "system" in said.lower():
+                said += (
+                    " (if the server's chat template refuses a system role, -o system=merge "
+                    "folds the system message into the first user message)"
+                )
             raise BackendError(
-                f"HTTP {status} from {self.public_url}: {_error_message(raw)}",
+                f"HTTP {status} from {self.public_url}: {said}",
                 kind=f"http_{status}",
                 retryable=retryable,
                 retry_after=parse_retry_after(headers) if retryable else None,

