@@ -16,6 +16,7 @@ from typing import Any
 
 from deceptwatch._errors import InputError, StoreError, first_line
 from deceptwatch._ids import MAX_SEED
+from deceptwatch._preflight import preflight
 from deceptwatch._report import ModelReport, MonitorReport
 from deceptwatch._signals import run_terminable
 from deceptwatch.backends import Backend, GenerationConfig, get_backend
@@ -361,10 +362,7 @@ async def monitor_async(
         max_retries=max_retries,
     )
     probe_list = _probe_plan(probes, recs, bks, config)
-    for b in bks:
-        check = getattr(b, "check", None)  # a Backend need not have it (third-party ones)
-        if check is not None:
-            check()
+    preflight(bks, concurrency)
     per_model_trials = count_trials(recs, epochs=epochs, limit=limit)
     total = per_model_trials * len(bks)
     if total > MAX_RUN_TRIALS:

@@ -1,4 +1,5 @@
-"""`merge_system`: messages for a chat template that refuses a system role."""
+"""Backend helpers: `merge_system` for a chat template that refuses a system role, and the
+connections a backend holds open (for the limit on open files)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,10 @@ def test_merge_changes_the_openai_cache_key_and_keep_does_not() -> None:
     assert keep == {"spec": "openai:m", "base_url": "http://127.0.0.1:9/v1"}  # ids as before
     merged = get_backend("openai:m", {**url, "system": "merge"}).cache_key()
     assert merged == {**keep, "system": "merge"}
+
+
+def test_openai_holds_at_most_one_connection_per_call_in_flight() -> None:
+    url = {"base_url": "http://127.0.0.1:9/v1"}
+    assert get_backend("openai:m", url).connections(64) == 64
+    assert get_backend("openai:m", {**url, "max_connections": "8"}).connections(64) == 8
+    assert get_backend("openai:m", {**url, "max_connections": "5000"}).connections(64) == 64

@@ -180,6 +180,10 @@ class OpenAIBackend(BaseBackend):
         """Bound the connection pool to the runner's concurrency unless set explicitly."""
         self._limit = self._max_connections or max(1, n)
 
+    def connections(self, concurrency: int) -> int:
+        """The most connections this backend holds open at `concurrency` calls at once."""
+        return min(self._max_connections or concurrency, max(1, concurrency))
+
     async def _get_session(self) -> Any:
         if self._session is None:
             import aiohttp

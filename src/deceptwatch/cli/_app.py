@@ -576,6 +576,10 @@ def main() -> None:
     except OSError as exc:
         # Output that cannot be written (stdout on a full disk: `--json > out.json`) ends
         # in a message, not a traceback. Files the commands write check their own errors.
+        if exc.errno in _TOO_MANY:  # monitor checks first; this is for what it cannot see
+            say("error:", "bold red", f"too many open files ({exc.strerror})")
+            err.print("  hint: raise the limit (ulimit -n), or lower --concurrency")
+            sys.exit(1)
         if exc.errno not in _FULL:
             raise
         where = f" {exc.filename}" if exc.filename else " the output"
@@ -584,6 +588,7 @@ def main() -> None:
 
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # errors of writing only
+_TOO_MANY = {errno.EMFILE, errno.ENFILE}
 
 
 # Commands defined in their own modules (registered on import).
