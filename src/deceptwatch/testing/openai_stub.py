@@ -227,8 +227,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve an aiohttp app on 127.0.0.1 in a background thread; yields the /v1 base URL."""
+def serve_in_thread(app: Any, port: int | None = None, ssl_context: Any = None) -> Iterator[str]:
+    """Serve an aiohttp app on 127.0.0.1 in a background thread; yields the /v1 base URL
+    (``https`` with `ssl_context`, an `ssl.SSLContext` holding the server's certificate)."""
     from aiohttp import web
 
     port = port or free_port()
@@ -239,7 +240,7 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     def target() -> None:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
+        site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024, ssl_context=ssl_context)
         loop.run_until_complete(site.start())
         started.set()
         loop.run_forever()
@@ -251,7 +252,7 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     if not started.wait(10):
         raise RuntimeError("stub server did not start")
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"{'https' if ssl_context is not None else 'http'}://127.0.0.1:{port}/v1"
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
