@@ -112,6 +112,23 @@ def test_failed_replies_are_classified_for_the_runner(
     assert err.raw == body.decode()
 
 
+def test_a_404_from_a_base_url_without_v1_says_to_add_it() -> None:
+    """The commonest slip with a local server: -o base_url=http://host:8000, without /v1."""
+    request = GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t")
+    gone = b'{"error": {"message": "The model `stub` does not exist", "code": "model_not_found"}}'
+    with serve_in_thread(_app(404, gone)) as url:
+        root = url.removesuffix("/v1")
+        with pytest.raises(BackendError) as wrong_path:
+            _generate(root, request)
+        with pytest.raises(BackendError) as wrong_model:  # the path is right: no advice
+            _generate(url, request)
+    assert wrong_path.value.kind == "http_404"
+    assert wrong_path.value.retryable is False
+    assert f"posted to {root}/chat/completions" in wrong_path.value.message
+    assert f"try -o base_url={root}/v1)" in wrong_path.value.message
+    assert wrong_model.value.message == f"HTTP 404 from {url}: The model `stub` does not exist"
+
+
 def _reply(message: dict[str, Any], finish_reason: str) -> bytes:
     return json.dumps({"choices": [{"message": message, "finish_reason": finish_reason}]}).encode()
 

@@ -212,6 +212,20 @@ class OpenAIBackend(BaseBackend):
             self._watchdog = asyncio.create_task(self._deadlines.watch())
         return self._session
 
+    def _advice(self, status: int, said: str) -> str:
+        """What to change, where a failed call's status and message tell (or "")."""
+        if status == 404 and not urlsplit(self.public_url).path.rstrip("/").endswith("/v1"):
+            return (
+                f" (posted to {self.public_url}/chat/completions; OpenAI-compatible servers "
+                f"serve it under /v1: try -o base_url={self.public_url}/v1)"
+            )
+        if status == 400 and self.system == "keep" and "system" in said.lower():
+            return (
+                " (if the server's chat template refuses a system role, -o system=merge "
+                "folds the system message into the first user message)"
+            )
+        return ""
+
     def _head(self, cfg: GenerationConfig) -> str:
         """The request body up to its messages: everything but messages and seed is the
         same for every request with these settings, so it is encoded once."""
@@ -299,13 +313,8 @@ class OpenAIBackend(BaseBackend):
         if status != 200:
             retryable = status in RETRYABLE_STATUS or status >= 500
             said = _error_message(raw)
-            if status == 400 and self.system == "keep" and "system" in said.lower():
-                said += (
-                    " (if the server's chat template refuses a system role, -o system=merge "
-                    "folds the system message into the first user message)"
-                )
             raise BackendError(
-                f"HTTP {status} from {self.public_url}: {said}",
+                f"HTTP {status} from {self.public_url}: {said}{self._advice(status, said)}",
                 kind=f"http_{status}",
                 retryable=retryable,
                 retry_after=parse_retry_after(headers) if retryable else None,
