@@ -54,9 +54,9 @@ def test_body_from_the_template_says_what_the_plain_encoding_says(
     assert a == expected
 
 
-def _generate(url: str, request: GenerateRequest) -> GenerateResponse:
+def _generate(url: str, request: GenerateRequest, **options: str) -> GenerateResponse:
     async def go() -> GenerateResponse:
-        backend = get_backend("openai:stub", {"base_url": url, "timeout": "10"})
+        backend = get_backend("openai:stub", {"base_url": url, "timeout": "10", **options})
         try:
             return await backend.generate(request)
         finally:
@@ -127,6 +127,20 @@ def test_a_404_from_a_base_url_without_v1_says_to_add_it() -> None:
     assert f"posted to {root}/chat/completions" in wrong_path.value.message
     assert f"try -o base_url={root}/v1)" in wrong_path.value.message
     assert wrong_model.value.message == f"HTTP 404 from {url}: The model `stub` does not exist"
+
+
+def test_a_401_without_a_key_says_how_to_give_one() -> None:
+    request = GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t")
+    app = make_app(load_suite("core"), "instant", api_key="sk-wanted")
+    with serve_in_thread(app) as url:
+        with pytest.raises(BackendError) as without:
+            _generate(url, request)
+        with pytest.raises(BackendError) as wrong:
+            _generate(url, request, api_key="sk-wrong")
+    assert without.value.message.endswith(
+        "(no API key was sent: set OPENAI_API_KEY, or pass -o api_key=KEY)"
+    )
+    assert wrong.value.message == f"HTTP 401 from {url}: missing or wrong API key"
 
 
 def _reply(message: dict[str, Any], finish_reason: str) -> bytes:

@@ -219,6 +219,8 @@ class OpenAIBackend(BaseBackend):
                 f" (posted to {self.public_url}/chat/completions; OpenAI-compatible servers "
                 f"serve it under /v1: try -o base_url={self.public_url}/v1)"
             )
+        if status == 401 and not self._api_key:
+            return " (no API key was sent: set OPENAI_API_KEY, or pass -o api_key=KEY)"
         if status == 400 and self.system == "keep" and "system" in said.lower():
             return (
                 " (if the server's chat template refuses a system role, -o system=merge "
