@@ -216,8 +216,8 @@ class OpenAIBackend(BaseBackend):
         """What to change, where a failed call's status and message tell (or "")."""
         if status == 404 and not urlsplit(self.public_url).path.rstrip("/").endswith("/v1"):
             return (
-                f" (posted to {self.public_url}/chat/completions; OpenAI-compatible servers "
-                f"serve it under /v1: try -o base_url={self.public_url}/v1)"
+                f" (posted to {self.public_url}/chat/completions; vLLM, llama.cpp, Ollama "
+                f"and most others serve it under /v1: try -o base_url={self.public_url}/v1)"
             )
         if status == 401 and not self._api_key:
             return " (no API key was sent: set OPENAI_API_KEY, or pass -o api_key=KEY)"
