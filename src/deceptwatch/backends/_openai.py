@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from deceptwatch._deadlines import Deadlines
 from deceptwatch._errors import BackendError, InputError
 from deceptwatch.backends._base import (
+    SCOPE_HINT,
     BaseBackend,
     GenerateRequest,
     GenerateResponse,
@@ -121,7 +122,7 @@ class OpenAIBackend(BaseBackend):
         if unknown:
             raise InputError(
                 f"unknown option {sorted(unknown)[0]!r} for the openai backend",
-                hint=f"known options: {', '.join(sorted(_KNOWN_OPTIONS))}",
+                hint=f"known options: {', '.join(sorted(_KNOWN_OPTIONS))}; {SCOPE_HINT}",
             )
         base = opts.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         try:

@@ -17,7 +17,7 @@ where ``create(spec: str, options: dict[str, str]) -> Backend``. Inside Python, 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -90,6 +90,40 @@ def get_backend(spec: str, options: Mapping[str, str] | None = None) -> Backend:
     """Build the backend for `spec` (e.g. ``openai:gpt-4o-mini``) with string `options`."""
     name, _ = split_spec(spec)
     return resolve_factory(name)(spec, dict(options or {}))
+
+
+def options_for(spec: str, options: Mapping[str, str], specs: Sequence[str]) -> dict[str, str]:
+    """The options of the model `spec`, one of the run's `specs`. A plain key applies to
+    every model; ``BACKEND.KEY`` only to that backend's models (``openai.base_url``), and
+    ``SPEC.KEY`` only to that model (``openai:local.base_url``), each over the one before.
+    Keys hold no dot, so the last dot before the value splits the scope from the key."""
+    out: dict[str, str] = {}
+    scoped: list[tuple[int, str, str]] = []
+    for key, value in options.items():
+        prefix, dot, name = key.rpartition(".")
+        if not dot:
+            out[key] = value
+            continue
+        if not prefix or not name:
+            raise InputError(
+                f"model option {key!r} has an empty scope or key",
+                hint="write KEY=VALUE, BACKEND.KEY=VALUE or MODEL.KEY=VALUE, "
+                "e.g. -o openai.base_url=http://127.0.0.1:8000/v1",
+            )
+        if not any(prefix in (s, split_spec(s)[0]) for s in specs):
+            raise InputError(
+                f"model option {key!r} is for {prefix!r}, which is neither a backend nor a "
+                "model of this run",
+                hint=f"the models are {', '.join(specs)}; write BACKEND.KEY=VALUE (e.g. "
+                f"{split_spec(specs[0])[0]}.{name}=...) or MODEL.KEY=VALUE",
+            )
+        if prefix == spec:
+            scoped.append((2, name, value))
+        elif prefix == split_spec(spec)[0]:
+            scoped.append((1, name, value))
+    for _, name, value in sorted(scoped, key=lambda t: t[0]):
+        out[name] = value
+    return out
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, str]:
