@@ -441,7 +441,7 @@ def test_a_template_that_refuses_a_system_role_fails_its_trials_alone_until_merg
 ) -> None:
     import shutil
 
-    from deceptwatch.backends._base import merge_system
+    from deceptwatch.backends._chat import merge_system
 
     strict = tmp_path / "strict"
     shutil.copytree(checkpoint, strict)

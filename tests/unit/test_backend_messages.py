@@ -7,7 +7,7 @@ import pytest
 
 from deceptwatch._errors import InputError
 from deceptwatch.backends import get_backend
-from deceptwatch.backends._base import merge_system, system_option
+from deceptwatch.backends._chat import merge_system, system_option
 
 
 def test_the_system_message_heads_the_first_user_message() -> None:

@@ -68,45 +68,10 @@ class GenerateResponse:
     usage: dict[str, int] | None = None
 
 
-SYSTEM_MODES = ("keep", "merge")
 SCOPE_HINT = (  # for an unknown option: it may belong to another model of the run
     "an option for one backend or model of several is written -o BACKEND.KEY=VALUE "
     "or -o MODEL.KEY=VALUE, e.g. -o openai.base_url=http://127.0.0.1:8000/v1"
 )
-
-
-def system_option(options: Mapping[str, str], backend: str) -> str:
-    """The ``system`` option (``keep``, the default, or ``merge``), checked."""
-    from deceptwatch._errors import InputError
-
-    mode = options.get("system", "keep")
-    if mode not in SYSTEM_MODES:
-        raise InputError(
-            f"{backend} option system must be 'keep' or 'merge', not {mode!r}",
-            hint="-o system=merge folds the system message into the first user message, "
-            "for models whose chat template refuses a system role (Gemma, early Mistral)",
-        )
-    return mode
-
-
-def merge_system(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
-    """`messages` without a system role, for a chat template that refuses one: the system
-    messages' contents, in order and each followed by a blank line, go at the head of the
-    first user message (where such models' makers advise putting them). With no user
-    message, they become one user message in the first system message's place."""
-    system = [m["content"] for m in messages if m["role"] == "system"]
-    rest = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
-    if not system:
-        return rest
-    head = "\n\n".join(system)
-    for m in rest:
-        if m["role"] == "user":
-            m["content"] = f"{head}\n\n{m['content']}"
-            return rest
-    at = next(i for i, m in enumerate(messages) if m["role"] == "system")
-    before = sum(1 for m in messages[:at] if m["role"] != "system")
-    rest.insert(before, {"role": "user", "content": head})
-    return rest
 
 
 @runtime_checkable

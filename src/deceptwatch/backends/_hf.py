@@ -40,14 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from deceptwatch._errors import BackendError, InputError, first_line, require
-from deceptwatch.backends._base import (
-    SCOPE_HINT,
-    BaseBackend,
-    GenerateRequest,
-    GenerateResponse,
-    merge_system,
-    system_option,
-)
+from deceptwatch.backends._base import SCOPE_HINT, BaseBackend, GenerateRequest, GenerateResponse
+from deceptwatch.backends._chat import PLAIN_TEMPLATE, render_chat, system_option
 
 _KNOWN = frozenset(
     {"batch_size", "threads", "answer_format", "mode", "chat_template", "dtype", "system"}
@@ -55,10 +49,6 @@ _KNOWN = frozenset(
 _DTYPES = ("float32", "bfloat16")
 MAX_THREADS = 256  # torch threads; a pool of thousands exhausts memory before it starts
 REPLY_RESERVE = 16  # tokens of the context a prompt must leave for the reply
-PLAIN_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant: {% endif %}"
-)
 
 
 def fingerprint(path: Path) -> str:
@@ -314,27 +304,7 @@ class HFBackend(BaseBackend):
             return None  # scoring reports the error for this trial alone
 
     def prompt_ids(self, request: GenerateRequest) -> list[int]:
-        if self.system == "merge":
-            messages = merge_system(request.messages)
-        else:
-            messages = [dict(m) for m in request.messages]
-        try:
-            text = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
-        except Exception as exc:  # a template raises what it likes (jinja's TemplateError)
-            has_system = any(m["role"] == "system" for m in messages)
-            raise BackendError(
-                f"the chat template refuses these messages ({type(exc).__name__}: "
-                f"{first_line(exc, 200)})"
-                + (
-                    "; if it refuses a system role, -o system=merge folds the system message "
-                    "into the first user message"
-                    if has_system
-                    else ""
-                ),
-                kind="template",
-            ) from None
+        text = render_chat(self.tokenizer, request.messages, self.system)
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         limit = self._context
         if limit is not None and len(ids) + REPLY_RESERVE > limit:

@@ -37,9 +37,8 @@ from deceptwatch.backends._base import (
     GenerateRequest,
     GenerateResponse,
     GenerationConfig,
-    merge_system,
-    system_option,
 )
+from deceptwatch.backends._chat import MERGE_ADVICE, merge_system, system_option
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -223,10 +222,7 @@ class OpenAIBackend(BaseBackend):
         if status == 401 and not self._api_key:
             return " (no API key was sent: set OPENAI_API_KEY, or pass -o api_key=KEY)"
         if status == 400 and self.system == "keep" and "system" in said.lower():
-            return (
-                " (if the server's chat template refuses a system role, -o system=merge "
-                "folds the system message into the first user message)"
-            )
+            return f" (if the server's chat template refuses a system role, {MERGE_ADVICE})"
         return ""
 
     def _head(self, cfg: GenerationConfig) -> str:
