@@ -22,7 +22,7 @@ from sqlalchemy.exc import DatabaseError, NoSuchModuleError
 from deceptwatch._errors import InputError, mkdir_failure
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.store import _schema as s
-from deceptwatch.store._retry import retry_conflicts
+from deceptwatch.store._retry import BUSY_TIMEOUT_S, retry_conflicts, sqlite_wal
 from deceptwatch.store._rows import (
     FastInsert,
     TrialRow,
@@ -51,9 +51,9 @@ def _sqlite_setup(engine: Engine) -> None:
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook issue BEGIN
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        sqlite_wal(dbapi_conn)
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=60000")
         # A WAL checkpoint every 10,000 pages (~40 MB; default 1,000) copies a page rewritten
         # by several batches to the database once instead of once per batch; it does not
         # change what a commit guarantees. (A larger page cache would also cut the writer's
