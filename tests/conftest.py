@@ -25,6 +25,8 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DECEPTWATCH_DB", str(tmp_path / "default.db"))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_ORG_ID", raising=False)
+    monkeypatch.delenv("OPENAI_PROJECT_ID", raising=False)
     # Tests talk to servers on 127.0.0.1, and the openai: backend honours a proxy named in
     # the environment (one set for pip, say) as the official client does: it would carry
     # their calls away. Tests of the proxy set their own.

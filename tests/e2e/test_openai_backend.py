@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from deceptwatch._errors import BackendError
+from deceptwatch._errors import BackendError, InputError
 from deceptwatch._ids import canonical_json
 from deceptwatch.backends import GenerateRequest, GenerateResponse, GenerationConfig, get_backend
 from deceptwatch.scenarios import load_suite
@@ -303,3 +303,62 @@ def test_calls_go_through_the_proxy_the_environment_names_unless_no_proxy_names_
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         assert asyncio.run(two_calls(url)) == ["(A)", "(A)"]
         assert len(seen) == 2  # straight to the server
+
+
+def _recording_stub(seen: list[dict[str, str]]) -> Any:
+    """The stub, recording each request's headers."""
+    from aiohttp import web
+
+    stub = make_app(load_suite("core"), "instant")
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        seen.append(dict(request.headers))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    stub.middlewares.append(record)
+    return stub
+
+
+def test_organization_and_project_are_sent_as_the_official_client_sends_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key that belongs to several organizations or projects is billed to its default
+    one unless told: OPENAI_ORG_ID and OPENAI_PROJECT_ID (or the options, which win) go as
+    the OpenAI-Organization and OpenAI-Project headers, beside the key."""
+    seen: list[dict[str, str]] = []
+    request = GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t")
+
+    async def call(url: str, options: dict[str, str]) -> str:
+        backend = get_backend("openai:stub", {"base_url": url, "api_key": "sk-x", **options})
+        try:
+            return (await backend.generate(request)).text
+        finally:
+            await backend.aclose()
+
+    with serve_in_thread(_recording_stub(seen)) as url:
+        assert asyncio.run(call(url, {})) == "(A)"
+        monkeypatch.setenv("OPENAI_ORG_ID", "org-from-env")
+        monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_from_env")
+        assert asyncio.run(call(url, {})) == "(A)"
+        assert asyncio.run(call(url, {"organization": "org-option"})) == "(A)"
+    sent = [
+        (h.get("Authorization"), h.get("OpenAI-Organization"), h.get("OpenAI-Project"))
+        for h in seen
+    ]
+    assert sent == [
+        ("Bearer sk-x", None, None),
+        ("Bearer sk-x", "org-from-env", "proj_from_env"),
+        ("Bearer sk-x", "org-option", "proj_from_env"),
+    ]
+
+
+def test_an_organization_that_cannot_be_a_header_is_refused_before_any_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_1\nX-Injected: 1")
+    with pytest.raises(InputError, match=r"\$OPENAI_PROJECT_ID must be printable ASCII"):
+        get_backend("openai:stub", {"base_url": "http://127.0.0.1:1/v1"})
+    with pytest.raises(InputError, match="option organization must be printable ASCII"):
+        get_backend("openai:stub", {"base_url": "http://127.0.0.1:1/v1", "organization": "é"})

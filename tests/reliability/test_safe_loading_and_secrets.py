@@ -399,6 +399,7 @@ def test_api_key_never_reaches_a_proxy_on_the_way_to_an_https_server(tmp_path: P
             _monitor(url, str(tmp_path / "r.db"), "--json"),
             env=cli_env(
                 OPENAI_API_KEY=KEY,
+                OPENAI_ORG_ID="org-not-for-the-proxy",
                 HTTPS_PROXY=proxy.url.replace("http://", "http://proxyuser:proxypass@"),
                 SSL_CERT_FILE=str(ca_file),
             ),
@@ -414,3 +415,4 @@ def test_api_key_never_reaches_a_proxy_on_the_way_to_an_https_server(tmp_path: P
         "Basic cHJveHl1c2VyOnByb3h5cGFzcw=="  # proxyuser:proxypass
     }
     assert _leaks(json.dumps(proxy.connects), KEY) == []
+    assert "org-not-for-the-proxy" not in json.dumps(proxy.connects)  # it goes with the key

@@ -14,7 +14,9 @@ retryable; other 4xx are not. The API key is sent in a header and never recorded
 Options: ``base_url``, ``api_key``, ``timeout`` (seconds, 60), ``max_connections``,
 ``send_seed`` (``true``), ``max_tokens_field`` (``max_completion_tokens`` for OpenAI's
 reasoning models), ``system`` (``merge`` folds system messages into the first user message,
-for a server whose chat template refuses a system role).
+for a server whose chat template refuses a system role), ``organization`` and ``project``
+(else ``OPENAI_ORG_ID`` and ``OPENAI_PROJECT_ID``, as the official client reads them: sent as
+``OpenAI-Organization`` and ``OpenAI-Project``).
 """
 
 from __future__ import annotations
@@ -51,8 +53,33 @@ _KNOWN_OPTIONS = frozenset(
         "send_seed",
         "max_tokens_field",
         "system",
+        "organization",
+        "project",
     }
 )
+# Who a call is billed to, read as the official client reads them: an option, else the
+# environment. Sent as headers with the key (never to a proxy).
+_IDENTITY = (
+    ("organization", "OPENAI_ORG_ID", "OpenAI-Organization", "org-..."),
+    ("project", "OPENAI_PROJECT_ID", "OpenAI-Project", "proj_..."),
+)
+
+
+def _identity(opts: Mapping[str, str]) -> dict[str, str]:
+    """The `_IDENTITY` headers to send: from the options, else from the environment."""
+    headers = {}
+    for option, variable, header, example in _IDENTITY:
+        value = opts.get(option) or os.environ.get(variable) or ""
+        if value and not (value.isascii() and value.isprintable()):
+            source = f"option {option}" if opts.get(option) else f"${variable}"
+            raise InputError(
+                f"openai {source} must be printable ASCII (it is sent as the {header} "
+                f"header): {value!r}",
+                hint=f"give the id as the provider shows it, e.g. -o {option}={example}",
+            )
+        if value:
+            headers[header] = value
+    return headers
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -136,6 +163,7 @@ class OpenAIBackend(BaseBackend):
         self.base_url = base.rstrip("/")
         self.public_url = redact_url(self.base_url)
         self._api_key = opts.get("api_key") or os.environ.get("OPENAI_API_KEY") or ""
+        self._identity = _identity(opts)
         try:
             self.timeout = float(opts.get("timeout", "60"))
             self._max_connections = int(opts.get("max_connections", "0"))
@@ -179,7 +207,7 @@ class OpenAIBackend(BaseBackend):
         return key
 
     def describe(self) -> dict[str, Any]:
-        return {**self.cache_key(), "timeout": self.timeout}
+        return {**self.cache_key(), "timeout": self.timeout, **self._identity}
 
     def set_concurrency(self, n: int) -> None:
         """Bound the connection pool to the runner's concurrency unless set explicitly."""
@@ -197,7 +225,7 @@ class OpenAIBackend(BaseBackend):
             connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
             self._endpoint = yarl.URL(self._url)  # parsed once, not per request
             headers, self._request_headers, self._proxy, self._proxy_headers = _headers(
-                self._endpoint, self._api_key
+                self._endpoint, self._api_key, self._identity
             )
             # No aiohttp timeout: it would schedule and cancel a timer per request. The
             # time limit is kept by one watchdog for all calls (`Deadlines`), over the
@@ -361,7 +389,7 @@ class OpenAIBackend(BaseBackend):
 
 
 def _headers(
-    url: Any, api_key: str
+    url: Any, api_key: str, identity: Mapping[str, str]
 ) -> tuple[dict[str, str], dict[str, str] | None, Any, dict[str, str] | None]:
     """The session's headers, each request's own (or None), the proxy (or None) and the
     CONNECT's headers (or None), for calls to `url`.
@@ -370,7 +398,8 @@ def _headers(
     it (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``; credentials from the proxy's URL or
     ``~/.netrc``), read once per session where ``trust_env`` reads it per request.
 
-    Through a proxy the API key goes in each request's headers, not the session's: aiohttp
+    Through a proxy the API key (and the `identity` headers, the organization and project
+    billed) goes in each request's headers, not the session's: aiohttp
     merges the session's headers into the proxy's and sends an Authorization among them as
     Proxy-Authorization, so the key would reach the proxy (in the CONNECT of an HTTPS call).
     The proxy's credentials go in the CONNECT of an HTTPS call (the request itself travels
@@ -380,6 +409,7 @@ def _headers(
 
     session = {"Content-Type": "application/json"}
     key = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    key.update(identity)
     try:
         proxy, auth = get_env_proxy_for_url(url)
     except LookupError:  # no proxy for this URL
