@@ -225,6 +225,7 @@ def test_a_prompt_too_long_fails_alone_and_replies_stop_at_the_context(checkpoin
     assert isinstance(out[1], BackendError)
     assert out[1].kind == "too_long"
     assert f"exceeds the model's context of {context} less the 16 tokens" in out[1].message
+    assert "--suite organism_heldout" not in out[1].message  # advice for the organisms only
     for reply in (out[0], out[2]):
         assert isinstance(reply, GenerateResponse)
         assert reply.usage is not None
@@ -473,3 +474,16 @@ def test_a_template_that_refuses_a_system_role_fails_its_trials_alone_until_merg
         assert got == pytest.approx(want, abs=1e-6)
     assert merge.cache_key() == {**keep.cache_key(), "system": "merge"}
     assert "system" not in keep.cache_key()  # the ids of runs without it stay as they were
+
+
+def test_an_organism_given_a_prompt_too_long_names_the_suites_it_reads() -> None:
+    """An organism run beside API models on the default `core` suite failed every trial
+    with "prompt of 593 tokens exceeds the model's context", and nothing said what to run."""
+    backend = get_backend("organism:control", {"threads": "1"})
+    backend.load()
+    trial = next(iter(expand(load_suite("core"), model="m", seed=0)))
+    request = GenerateRequest(trial.messages, (), GenerationConfig(), 1, trial.id)
+    with pytest.raises(BackendError) as caught:
+        backend.prompt_ids(request)
+    assert caught.value.kind == "too_long"
+    assert "run them on --suite organism_heldout, or organism" in caught.value.message

@@ -68,6 +68,11 @@ def fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
+ORGANISM_SUITES = (
+    " (the organisms read short prompts: run them on --suite organism_heldout, or organism)"
+)
+
+
 class HFBackend(BaseBackend):
     name = "hf"
 
@@ -310,7 +315,8 @@ class HFBackend(BaseBackend):
         if limit is not None and len(ids) + REPLY_RESERVE > limit:
             raise BackendError(
                 f"prompt of {len(ids)} tokens exceeds the model's context of {limit} "
-                f"less the {REPLY_RESERVE} tokens kept for the reply",
+                f"less the {REPLY_RESERVE} tokens kept for the reply"
+                + (ORGANISM_SUITES if self.spec.startswith("organism:") else ""),
                 kind="too_long",
             )
         return ids
