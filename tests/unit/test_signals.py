@@ -1,4 +1,5 @@
-"""`run_terminable`: SIGTERM cancels the coroutine, lets it clean up, then exits with 143.
+"""`run_terminable`: SIGTERM (or SIGHUP) cancels the coroutine, lets it clean up, then exits
+with 143 (or 129).
 
 The signal is real (os.kill of this process), sent from inside the running coroutine.
 """
@@ -103,3 +104,21 @@ def test_off_the_main_thread_it_is_plain_asyncio_run() -> None:
     thread.join(10)
     assert result == ["finished"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_sighup_is_handled_as_sigterm_unless_ignored_as_under_nohup() -> None:
+    async def run() -> str:
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.sleep(0.05)
+        return "finished"
+
+    with pytest.raises(Terminated) as caught:
+        run_terminable(run())
+    assert (caught.value.code, caught.value.name) == (129, "SIGHUP")
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup
+    try:
+        assert run_terminable(run()) == "finished"
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

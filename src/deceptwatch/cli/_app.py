@@ -26,7 +26,7 @@ from rich.markup import escape
 from deceptwatch._errors import DeceptwatchError, InputError, mkdir_failure
 from deceptwatch._ids import MAX_SEED
 from deceptwatch._render import WIDTH as REPORT_WIDTH
-from deceptwatch._signals import EXIT_STATUS, Terminated
+from deceptwatch._signals import Terminated
 from deceptwatch.cli._typer import App
 
 app = App(
@@ -76,8 +76,8 @@ def path_value(value: str) -> Path:
 
 def handle_errors(fn: F) -> F:
     """Turn InputError into exit 2 and other deceptwatch errors into exit 1, on stderr; a
-    closed stdout into 141; Ctrl-C into 130 and SIGTERM (once the monitor has recorded its
-    run as interrupted) into 143."""
+    closed stdout into 141; Ctrl-C into 130, and SIGTERM or SIGHUP (once the monitor has
+    recorded its run as interrupted) into 143 or 129."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -92,9 +92,10 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("interrupted; rerun the same command to resume")
             raise typer.Exit(130) from None
-        except Terminated:
-            err.print("terminated by SIGTERM; rerun the same command to resume")
-            raise typer.Exit(EXIT_STATUS) from None
+        except Terminated as exc:
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+                err.print(f"terminated by {exc.name}; rerun the same command to resume")
+            raise typer.Exit(128 + exc.signum) from None
         except BrokenPipeError:  # before click's handler, which exits 1
             _stdout_closed()
 

@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -20,13 +21,41 @@ from rich.progress import (
 from deceptwatch.runner._runner import Counters, ProgressHook
 
 
+class _Terminal:
+    """stderr for the bar, which stops drawing once a write fails: a terminal that hung up
+    (a dropped SSH connection) fails every write with EIO, and that must not become the
+    error that ends the run, nor replace the SIGHUP that stops it cleanly."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._file.write(text)
+            except OSError:
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._file.flush()
+            except OSError:
+                self.gone = True
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: as the file's
+        return getattr(self._file, name)
+
+
 @contextmanager
 def progress_bar(total: int, *, enabled: bool = True) -> Iterator[ProgressHook]:
     """Yield a hook for `run_trials` that draws the bar; a no-op hook when disabled."""
     if not enabled:
         yield lambda counters: None
         return
-    console = Console(file=sys.stderr, emoji=False)
+    console = Console(file=_Terminal(sys.stderr), emoji=False)  # type: ignore[arg-type]
     progress = Progress(
         TextColumn("[bold]{task.fields[model]}"),
         BarColumn(),
