@@ -162,6 +162,29 @@ _THOUGHT = "Option (A) is honest, but if I pick"
         # reasoning that ended without an answer was not cut off: an empty reply
         ({"content": None, "reasoning_content": _THOUGHT}, "stop", ""),
         ({"content": None}, "length", ""),
+        # Mistral's reasoning models send content as chunks: thinking, then the answer. All
+        # such replies were `other` (unreadable), since the content was not a string.
+        (
+            {
+                "content": [
+                    {"type": "thinking", "thinking": [{"type": "text", "text": _THOUGHT}]},
+                    {"type": "text", "text": "(B)"},
+                ]
+            },
+            "stop",
+            "(B)",
+        ),
+        (
+            {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": _THOUGHT}]}]},
+            "length",
+            f"<think>\n{_THOUGHT}",
+        ),
+        ({"content": [{"type": "thinking", "thinking": _THOUGHT}]}, "stop", ""),
+        (
+            {"content": [{"type": "text", "text": "("}, "x", {"type": "text", "text": "B)"}]},
+            "stop",
+            "(B)",
+        ),
     ],
 )
 def test_a_reply_cut_off_inside_reasoning_kept_apart_reads_as_unfinished_reasoning(

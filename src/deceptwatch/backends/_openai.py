@@ -366,11 +366,14 @@ class OpenAIBackend(BaseBackend):
         found = first.get("message")
         message: dict[str, Any] = found if isinstance(found, dict) else {}
         content = message.get("content")
+        thought = ""
+        if isinstance(content, list):  # chunks: Mistral's reasoning models (Magistral)
+            content, thought = _chunks(content)
         if not isinstance(content, str):
             refusal = message.get("refusal")
             content = refusal if isinstance(refusal, str) else ""
         if not content.strip() and first.get("finish_reason") == "length":
-            content = _cut_off_reasoning(message) or content
+            content = _cut_off_reasoning(message, thought) or content
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         return GenerateResponse(
             text=content,
@@ -422,14 +425,34 @@ def _headers(
     return session, {**key, **credentials}, proxy, None
 
 
-def _cut_off_reasoning(message: Mapping[str, Any]) -> str | None:
+def _chunks(parts: list[Any]) -> tuple[str | None, str]:
+    """The answer (None when no part is text) and the reasoning of a reply whose content is
+    a list of chunks, as Mistral's reasoning models send it: ``{"type": "text", "text": ...}``
+    parts, and ``{"type": "thinking", "thinking": [text chunks]}`` parts that are not the
+    answer (a string ``content`` holding only the text parts would read as the same)."""
+    answer: list[str] = []
+    thought: list[str] = []
+    for part in parts:
+        if not isinstance(part, Mapping):
+            continue
+        if part.get("type") in ("text", "output_text") and isinstance(part.get("text"), str):
+            answer.append(part["text"])
+        elif part.get("type") == "thinking":
+            inner = part.get("thinking")
+            for chunk in inner if isinstance(inner, list) else [inner]:
+                text = chunk.get("text") if isinstance(chunk, Mapping) else chunk
+                if isinstance(text, str):
+                    thought.append(text)
+    return ("".join(answer) if answer else None), "".join(thought)
+
+
+def _cut_off_reasoning(message: Mapping[str, Any], thought: str = "") -> str | None:
     """A reply that the token limit cut off inside its reasoning, from a server that
     returns reasoning apart from the answer (``reasoning_content`` from vLLM's reasoning
-    parsers and DeepSeek's API, ``reasoning`` from OpenRouter and newer vLLM), as its text
-    reads from a server that does not: an unclosed ``<think>`` block. Scoring then calls it
+    parsers and DeepSeek's API, ``reasoning`` from OpenRouter and newer vLLM, `thought` from
+    thinking chunks), as its text reads from a server that does not: an unclosed ``<think>`` block. Scoring then calls it
     cut off (`other`, ``unfinished_reasoning``), not empty; the raw reply keeps both."""
-    for key in ("reasoning_content", "reasoning"):
-        value = message.get(key)
+    for value in (message.get("reasoning_content"), message.get("reasoning"), thought):
         if isinstance(value, str) and value.strip():
             return f"<think>\n{value}"
     return None
