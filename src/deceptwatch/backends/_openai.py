@@ -401,10 +401,10 @@ def _headers(
     it (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``; credentials from the proxy's URL or
     ``~/.netrc``), read once per session where ``trust_env`` reads it per request.
 
-    Through a proxy the API key (and the `identity` headers, the organization and project
-    billed) goes in each request's headers, not the session's: aiohttp
-    merges the session's headers into the proxy's and sends an Authorization among them as
-    Proxy-Authorization, so the key would reach the proxy (in the CONNECT of an HTTPS call).
+    Through a proxy the API key (and the `identity` headers: the organization and project
+    billed) goes in each request's headers, not the session's: aiohttp merges the session's
+    headers into the proxy's and sends an Authorization among them as Proxy-Authorization,
+    so the key would reach the proxy (in the CONNECT of an HTTPS call).
     The proxy's credentials go in the CONNECT of an HTTPS call (the request itself travels
     encrypted past the proxy), and in the request of a plain-HTTP one (which the proxy reads).
     """
@@ -427,9 +427,9 @@ def _headers(
 
 def _chunks(parts: list[Any]) -> tuple[str | None, str]:
     """The answer (None when no part is text) and the reasoning of a reply whose content is
-    a list of chunks, as Mistral's reasoning models send it: ``{"type": "text", "text": ...}``
-    parts, and ``{"type": "thinking", "thinking": [text chunks]}`` parts that are not the
-    answer (a string ``content`` holding only the text parts would read as the same)."""
+    a list of chunks, as Mistral's reasoning models send it: the answer is the text of its
+    ``{"type": "text", "text": ...}`` parts, the reasoning that of its
+    ``{"type": "thinking", "thinking": [text chunks]}`` parts."""
     answer: list[str] = []
     thought: list[str] = []
     for part in parts:
@@ -449,9 +449,10 @@ def _chunks(parts: list[Any]) -> tuple[str | None, str]:
 def _cut_off_reasoning(message: Mapping[str, Any], thought: str = "") -> str | None:
     """A reply that the token limit cut off inside its reasoning, from a server that
     returns reasoning apart from the answer (``reasoning_content`` from vLLM's reasoning
-    parsers and DeepSeek's API, ``reasoning`` from OpenRouter and newer vLLM, `thought` from
-    thinking chunks), as its text reads from a server that does not: an unclosed ``<think>`` block. Scoring then calls it
-    cut off (`other`, ``unfinished_reasoning``), not empty; the raw reply keeps both."""
+    parsers and DeepSeek's API, ``reasoning`` from OpenRouter and newer vLLM, `thought`
+    from thinking chunks), as its text reads from a server that does not: an unclosed
+    ``<think>`` block. Scoring then calls it cut off (`other`, ``unfinished_reasoning``),
+    not empty; the raw reply keeps both."""
     for value in (message.get("reasoning_content"), message.get("reasoning"), thought):
         if isinstance(value, str) and value.strip():
             return f"<think>\n{value}"
