@@ -173,6 +173,10 @@ def test_bad_db_urls_are_input_errors(tmp_path) -> None:  # type: ignore[no-unty
     blocker.write_text("not a directory")
     with pytest.raises(InputError, match="cannot create the directory"):
         Store.open(str(blocker / "sub" / "x.db"))
+    # a directory given for the file: SQLite's own word was "unable to open database file"
+    with pytest.raises(InputError, match="is a directory") as caught:
+        Store.open(str(tmp_path))
+    assert caught.value.hint == f"give --db a file's path, e.g. {tmp_path / 'deceptwatch.db'}"
 
 
 def test_row_tuples_follow_the_table_columns() -> None:

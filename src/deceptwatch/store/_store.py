@@ -88,6 +88,12 @@ class Store:
         shown = parsed.render_as_string(hide_password=True)
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
+                if Path(parsed.database).is_dir():  # SQLite says "unable to open database file"
+                    raise InputError(
+                        f"the store {shown} is a directory",
+                        hint="give --db a file's path, e.g. "
+                        f"{Path(parsed.database) / 'deceptwatch.db'}",
+                    )
                 parent = Path(parsed.database).parent
                 try:
                     parent.mkdir(parents=True, exist_ok=True)
