@@ -361,105 +361,6 @@ def plan(
     )
 
 
-# ----------------------------------------------------------------------------- scenarios
-
-
-@scenarios_app.command("validate")
-@handle_errors
-def scenarios_validate(
-    paths: Annotated[
-        list[Path],
-        typer.Argument(metavar="PATH", parser=path_value, help="YAML files or directories."),
-    ],
-) -> None:
-    """Check scenario files; report every problem with file, scenario, field and line."""
-    from deceptwatch.scenarios import ScenarioRecord, load_path
-    from deceptwatch.scenarios._loader import check_unique
-
-    problems: list[str] = []
-    records: list[ScenarioRecord] = []
-    for p in paths:
-        try:
-            records.extend(load_path(p))
-        except InputError as exc:
-            problems.append(str(exc))
-    if not problems:
-        try:
-            check_unique(records)
-        except InputError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise InputError("\n".join(problems))
-    err.print(f"{len(records)} scenarios valid")
-
-
-@scenarios_app.command("list")
-@handle_errors
-def scenarios_list(
-    suite: Annotated[
-        str, typer.Option(metavar="SUITE", help="Built-in suite name, 'all', or a path.")
-    ] = "all",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
-) -> None:
-    """List scenarios: id, family, suite, version."""
-    from rich.table import Table
-
-    from deceptwatch.scenarios import load_suite
-
-    records = load_suite(suite)
-    rows = [
-        {"id": r.id, "family": r.family, "suite": r.suite, "version": r.scenario.version}
-        for r in records
-    ]
-    if as_json:
-        print_json(rows)
-        return
-    table = Table("id", "family", "suite", "version")
-    for r in records:
-        table.add_row(r.id, r.family, r.suite, str(r.scenario.version))
-    out.print(table)
-
-
-@scenarios_app.command("show")
-@handle_errors
-def scenarios_show(
-    scenario_id: Annotated[str, typer.Argument(metavar="ID", help="Scenario id.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
-) -> None:
-    """Show a built-in scenario and its first rendered pair."""
-    from deceptwatch.scenarios import expand, find_scenario
-
-    record = find_scenario(scenario_id)
-    body = record.scenario.model_dump(
-        mode="json", exclude_none=True, exclude=record.scenario.unused_fields()
-    )
-    if as_json:
-        print_json({"suite": record.suite, "content_hash": record.content_hash, "scenario": body})
-        return
-    import yaml
-
-    out.print(
-        f"[bold]{record.id}[/] (suite {record.suite}, hash {record.content_hash[:12]})", markup=True
-    )
-    out.print(yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=100), markup=False)
-    trials = list(expand([record], model="preview", seed=0, limit=1))
-    for t in trials:
-        out.print(f"[bold]--- {t.condition}: {t.cue}[/]", markup=True, highlight=False)
-    if trials:
-        out.print("[bold]--- rendered (observed)[/]", markup=True)
-        for m in trials[0].messages:
-            out.print(f"[{m['role']}] {m['content']}", markup=False)
-
-
-@scenarios_app.command("schema")
-@handle_errors
-def scenarios_schema() -> None:
-    """Print the JSON Schema of a scenario file (for editors)."""
-    from deceptwatch.scenarios import scenario_json_schema
-
-    print_json(scenario_json_schema())
-
-
 # ----------------------------------------------------------------------------- organisms
 
 organisms_app = App(help="The built-in model organisms: list and retrain.", no_args_is_help=True)
@@ -599,7 +500,7 @@ _TOO_MANY = {errno.EMFILE, errno.ENFILE}
 
 
 # Commands defined in their own modules (registered on import).
-from deceptwatch.cli import _lint  # noqa: E402,F401
+from deceptwatch.cli import _scenarios  # noqa: E402,F401
 from deceptwatch.cli._import import import_app  # noqa: E402
 from deceptwatch.cli._probe import probe_app  # noqa: E402
 
