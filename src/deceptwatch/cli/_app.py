@@ -105,12 +105,13 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 def visible(text: str) -> str:
-    """`text` with control characters (but newlines and tabs) spelled as escapes: the
-    terminal would drop or act on them, e.g. show a suite named "0\\r" as "0"."""
+    """`text` with control characters (but newlines) spelled as escapes: the terminal would
+    drop or act on them, e.g. show a suite named "0\\r" as "0", and rich expands a tab to
+    spaces, so that "0\\t" read as "0 "."""
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
