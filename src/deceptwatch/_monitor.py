@@ -501,7 +501,8 @@ async def monitor_async(
             if any(mr.needs_fix for mr in model_runs) or any(fixes)
             else "Rerun the same command to resume."
         )
-        message = None if complete else "; ".join(problems) + ". " + rerun
+        said = "; ".join(problems)
+        message = None if complete else said + ("" if said.endswith(".") else ".") + " " + rerun
         report = MonitorReport(
             run_id=run_id,
             complete=complete,

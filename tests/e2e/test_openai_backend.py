@@ -143,6 +143,46 @@ def test_a_401_without_a_key_says_how_to_give_one() -> None:
     assert wrong.value.message == f"HTTP 401 from {url}: missing or wrong API key"
 
 
+_O_SERIES_TOKENS = (
+    "Unsupported parameter: 'max_tokens' is not supported with this model. "
+    "Use 'max_completion_tokens' instead."
+)
+_O_SERIES_TEMPERATURE = (
+    "Unsupported value: 'temperature' does not support 0.0 with this model. "
+    "Only the default (1) value is supported."
+)
+_NO_SEED = "Unrecognized request argument supplied: seed"
+
+
+@pytest.mark.parametrize(
+    ("said", "options", "advice"),
+    [
+        # OpenAI's reasoning models refuse max_tokens and any temperature but 1
+        (_O_SERIES_TOKENS, {}, " (pass -o max_tokens_field=max_completion_tokens)"),
+        (_O_SERIES_TOKENS, {"max_tokens_field": "max_completion_tokens"}, ""),
+        (
+            _O_SERIES_TEMPERATURE,
+            {},
+            " (if the model takes only its default temperature, pass --temperature 1)",
+        ),
+        (_NO_SEED, {}, " (pass -o send_seed=false: the server does not take a seed)"),
+        (_NO_SEED, {"send_seed": "false"}, ""),
+        # a model named like a field is not the field; a field not refused needs no advice
+        ("Unknown model 'seed-coder'", {}, ""),
+        ("seed 12 gave a bad sample", {}, ""),
+        ("prompt too long", {}, ""),
+    ],
+)
+def test_a_400_for_a_field_the_model_refuses_names_the_option_that_changes_it(
+    said: str, options: dict[str, str], advice: str
+) -> None:
+    body = json.dumps({"error": {"message": said, "type": "invalid_request_error"}}).encode()
+    with serve_in_thread(_app(400, body)) as url, pytest.raises(BackendError) as caught:
+        _generate(url, GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t"), **options)
+    assert caught.value.kind == "http_400"
+    assert caught.value.message == f"HTTP 400 from {url}: {said}{advice}"
+
+
 def _reply(message: dict[str, Any], finish_reason: str) -> bytes:
     return json.dumps({"choices": [{"message": message, "finish_reason": finish_reason}]}).encode()
 

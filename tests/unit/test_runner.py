@@ -353,6 +353,29 @@ def test_a_run_stopped_by_errors_never_retried_says_a_rerun_alone_will_not_do(
     assert down.message.endswith(". Rerun the same command to resume.")
 
 
+class _Refused(BaseBackend):
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        raise BackendError("HTTP 400 from x: Use 'max_completion_tokens' instead.", kind="http_400")
+
+
+def test_a_failure_that_ends_its_own_sentence_gets_no_second_full_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's message often ends with a full stop: the report once said "instead.."."""
+    from deceptwatch import monitor
+    from deceptwatch.backends import _registry, backend
+
+    monkeypatch.setattr(_registry, "_REGISTRY", {})
+    backend("refused-for-test")(lambda spec, options: _Refused(spec))
+    report = monitor("refused-for-test:", suites="core", db=str(tmp_path / "s.db"), limit=2)
+    n = report.models[0].expected_trials
+    assert report.message == (
+        f"refused-for-test:: 100.0% of trials failed (limit 5.0%); {n} with http_400, e.g. "
+        "HTTP 400 from x: Use 'max_completion_tokens' instead. A rerun alone would stop "
+        "the same way: fix the cause, then rerun the same command to resume."
+    )
+
+
 def test_a_run_with_too_many_failed_trials_says_why_they_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

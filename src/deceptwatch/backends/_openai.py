@@ -26,6 +26,7 @@ import email.utils
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -114,6 +115,18 @@ def redact_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+_REFUSED = re.compile(
+    r"unsupported|not supported|does not support|not allowed|not permitted|unknown|"
+    r"unrecogni[sz]ed|extra (?:inputs|fields)|invalid"
+)
+
+
+def _named(field: str, message: str) -> bool:
+    """Whether a server's error message names the request field `field` (quoted, as
+    OpenAI, vLLM and pydantic-based servers quote it, or as a bare word)."""
+    return re.search(rf"(?<![\w.-]){field}(?![\w-])", message) is not None
 
 
 def _error_message(body: str) -> str:
@@ -249,7 +262,21 @@ class OpenAIBackend(BaseBackend):
             )
         if status == 401 and not self._api_key:
             return " (no API key was sent: set OPENAI_API_KEY, or pass -o api_key=KEY)"
-        if status == 400 and self.system == "keep" and "system" in said.lower():
+        if status != 400:
+            return ""
+        lowered = said.lower()
+        refused = _REFUSED.search(lowered) is not None
+        # OpenAI's reasoning models: "Unsupported parameter: 'max_tokens' is not supported
+        # with this model. Use 'max_completion_tokens' instead."
+        if "max_completion_tokens" in lowered and self.max_tokens_field == "max_tokens":
+            return " (pass -o max_tokens_field=max_completion_tokens)"
+        # "Unsupported value: 'temperature' does not support 0.0 with this model. Only the
+        # default (1) value is supported."
+        if refused and _named("temperature", lowered):
+            return " (if the model takes only its default temperature, pass --temperature 1)"
+        if refused and self.send_seed and _named("seed", lowered):
+            return " (pass -o send_seed=false: the server does not take a seed)"
+        if self.system == "keep" and "system" in lowered:
             return f" (if the server's chat template refuses a system role, {MERGE_ADVICE})"
         return ""
 
