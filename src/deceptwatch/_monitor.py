@@ -159,33 +159,29 @@ def _run_probes(
     model_id: str,
     confidence: float,
     alpha: float,
+    progress: bool = False,
 ) -> tuple[list[Any], str | None]:
     """Every probe on one model's trials (scores stored), or why the model was skipped."""
     if not specs:
         return [], None
     if not _is_open_weight(backend):
         return [], "not scored by --probes: the backend gives no activations"
-    from deceptwatch.probes._monitor import run_probe
+    from deceptwatch.probes._monitor import run_probes
     from deceptwatch.probes._trials import open_backend
 
-    hf = open_backend(backend)  # type: ignore[arg-type]  # checked by _is_open_weight
-    trials = list(_trials_of(records, backend, config))
-    outcomes = store.trial_outcomes(run_id, model_id)
-    found = [
-        run_probe(
-            hf,
-            trials,
-            spec,
-            outcomes=outcomes,
-            store=store,
-            run_id=run_id,
-            model_id=model_id,
-            seed=config.seed,
-            confidence=confidence,
-            alpha=alpha,
-        )
-        for spec in specs
-    ]
+    found = run_probes(
+        open_backend(backend),  # type: ignore[arg-type]  # checked by _is_open_weight
+        list(_trials_of(records, backend, config)),
+        specs,
+        outcomes=store.trial_outcomes(run_id, model_id),
+        store=store,
+        run_id=run_id,
+        model_id=model_id,
+        seed=config.seed,
+        confidence=confidence,
+        alpha=alpha,
+        progress=progress,
+    )
     return found, None
 
 
@@ -466,6 +462,7 @@ async def monitor_async(
                     model_id=mr.model_id,
                     confidence=confidence,
                     alpha=alpha,
+                    progress=progress,
                 )
             except InputError as exc:
                 # What the run's own trials allow (e.g. too few readable benign trials to

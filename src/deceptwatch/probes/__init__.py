@@ -10,6 +10,7 @@
   false-positive rate on benign prompts, AUROC and recall with bootstrap intervals.
 - On trials (`train_probe`, `score_trials`): prompts as the ``hf:``/``organism:`` backend
   renders them, defection labels from the model's own choices, flag rates per condition.
+- Progress (`reporting`): the model work reports its tasks to a sink, e.g. a progress bar.
 
 Importing this package loads numpy and scipy, never torch or transformers (they are
 imported inside the functions that run a model).
@@ -56,6 +57,7 @@ from deceptwatch.probes._probes import (
     LinearProbe,
     LogisticProbe,
 )
+from deceptwatch.probes._progress import Advance, Sink, reporting
 from deceptwatch.probes._scores import (
     FlagRate,
     ProbeGap,
@@ -91,6 +93,7 @@ __all__ = [
     "PROBES",
     "ActivationManifest",
     "ActivationSet",
+    "Advance",
     "Behaviour",
     "ContrastPair",
     "ContrastProbe",
@@ -105,6 +108,7 @@ __all__ = [
     "ProbeRecord",
     "ProbeScores",
     "ShardWriter",
+    "Sink",
     "Threshold",
     "ThresholdRecord",
     "TrainedProbe",
@@ -134,6 +138,7 @@ __all__ = [
     "probe_paths",
     "probe_scores",
     "recall_at_fpr",
+    "reporting",
     "resolve_layers",
     "save_probe",
     "score_trials",

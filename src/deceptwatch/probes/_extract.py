@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deceptwatch._errors import InputError
 from deceptwatch.probes._layers import Layer, layer_module, resolve_layers
+from deceptwatch.probes._progress import started
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -144,13 +145,15 @@ def iter_activations(
     stop_early: bool = True,
     block_path: str | None = None,
     sort_by_length: bool = True,
+    label: str | None = "activations",
 ) -> Iterator[tuple[IntArray, dict[str, FloatArray]]]:
     """Yield (row indices, {layer name: (rows, d) float32}) batch by batch.
 
     Rows are batched by length (the order of `sequences` is restored by the indices), so
     that little compute is spent on padding. `layers` are canonical names (``layer.K``,
     ``mid``, ``last``). `pool_lengths` gives, per sequence, how many final positions to
-    average (default 1: the last token).
+    average (default 1: the last token). The passes are a progress task (see
+    `deceptwatch.probes.reporting`) named `label` and the layers (None: not reported).
     """
     import torch
 
@@ -162,6 +165,11 @@ def iter_activations(
     if sort_by_length:
         order.sort(key=lambda i: len(sequences[i]))
     uniform = all(r == 1 for r in lengths)
+    advance = (
+        started(f"{label} {', '.join(la.name for la in resolved)}", len(order))
+        if label is not None
+        else None
+    )
     with torch.inference_mode(), capture(model, resolved, stop_early=stop_early) as state:
         for start in range(0, len(order), batch_size):
             part = order[start : start + batch_size]
@@ -170,6 +178,8 @@ def iter_activations(
                 None if uniform else torch.tensor([lengths[i] for i in part], dtype=torch.long)
             )
             run_captured(model, state, ids, mask, position)
+            if advance is not None:
+                advance(len(part))
             yield (
                 np.asarray(part, dtype=np.int64),
                 {la.name: state.out[la.name].numpy() for la in resolved},

@@ -278,3 +278,43 @@ def run_probe(
             scores=[(t.trial_id, t.score) for t in scores.trials],
         )
     return finding
+
+
+def run_probes(
+    backend: HFBackend,
+    trials: Sequence[Trial],
+    specs: Sequence[str],
+    *,
+    outcomes: Mapping[str, str],
+    store: Store,
+    run_id: str,
+    model_id: str,
+    seed: int = 0,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+    progress: bool = False,
+) -> list[ProbeFinding]:
+    """`run_probe` for each probe in `specs`, with a bar on stderr for each task of its
+    model work when `progress`."""
+    from deceptwatch.probes._progress import reporting
+    from deceptwatch.runner._progress import task_bars
+
+    found = []
+    for spec in specs:
+        shown = f"{backend.spec} {Path(spec).name}: "
+        with task_bars(shown, enabled=progress) as sink, reporting(sink):
+            found.append(
+                run_probe(
+                    backend,
+                    trials,
+                    spec,
+                    outcomes=outcomes,
+                    store=store,
+                    run_id=run_id,
+                    model_id=model_id,
+                    seed=seed,
+                    confidence=confidence,
+                    alpha=alpha,
+                )
+            )
+    return found

@@ -41,6 +41,7 @@ from deceptwatch.probes._files import (
 )
 from deceptwatch.probes._layers import resolve_layers
 from deceptwatch.probes._probes import PROBES, LinearProbe, LogisticProbe
+from deceptwatch.probes._progress import started
 from deceptwatch.scenarios import OBSERVED, PLACEBO, UNOBSERVED, Trial
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ def behaviour(backend: HFBackend, trials: Sequence[Trial], *, chunk: int = 512) 
     from deceptwatch.scoring import ERROR, score_choice
 
     out: list[Behaviour] = []
+    advance = started("choices", len(trials))
     for start in range(0, len(trials), chunk):
         part = trials[start : start + chunk]
         for t, res in zip(part, backend.run_batch([trial_request(t) for t in part]), strict=True):
@@ -107,6 +109,7 @@ def behaviour(backend: HFBackend, trials: Sequence[Trial], *, chunk: int = 512) 
             scored = score_choice(t, res.text)
             probs = res.choice_probs or {}
             out.append(Behaviour(scored.outcome, scored.label, probs.get(t.defect_label)))
+        advance(len(part))
     return out
 
 
@@ -280,6 +283,7 @@ def contrast_activations(
             pad_token_id=tok.pad_token_id,
             pool_lengths=pools,
             sort_by_length=False,
+            label=None,  # two passes: no task to show
         )
     )
     return arrays[name]
@@ -317,24 +321,29 @@ def benign_trials(
     return [t for t in trials if t.condition in set(conditions)]
 
 
-def _check_benign(n: int, conditions: Sequence[str], fpr: float) -> None:
+def _check_benign(n: int, conditions: Sequence[str], fpr: float, unread: str = "") -> None:
     if n < min_benign(fpr):
         raise InputError(
-            f"{n} benign trials (conditions {', '.join(conditions)}) are too few "
-            f"to calibrate at {100 * fpr:g}% false positives",
+            f"{n} {'readable ' if unread else ''}benign trials (conditions "
+            f"{', '.join(conditions)}) are too few to calibrate at {100 * fpr:g}% false "
+            f"positives{unread}",
             hint=f"at least {min_benign(fpr)} are needed: use a larger calibration suite",
         )
 
 
 def _threshold(
+    backend: HFBackend,
     scores: npt.NDArray[np.float64],
     benign: Sequence[Trial],
     conditions: Sequence[str],
     fpr: float,
     description: str | None,
 ) -> ThresholdRecord:
-    ok = scores[np.isfinite(scores)]
-    _check_benign(ok.size, conditions, fpr)
+    read = np.isfinite(scores)
+    ok = scores[read]
+    if ok.size < min_benign(fpr):
+        unread = "" if read.all() else f": {_unreadable(backend, benign, read)}"
+        _check_benign(ok.size, conditions, fpr, unread)
     th = threshold_at_fpr(ok, fpr)
     suites = sorted({t.suite for t in benign})
     text = description or (
@@ -364,7 +373,7 @@ def calibrate(
     benign = benign_trials(trials, conditions)
     _check_benign(len(benign), conditions, fpr)  # before any model work
     scores = _stream_scores(backend, trained, benign, batch_size=batch_size)
-    return trained.with_threshold(_threshold(scores, benign, conditions, fpr, description))
+    return trained.with_threshold(_threshold(backend, scores, benign, conditions, fpr, description))
 
 
 def _fit(probe: LinearProbe, X: FloatArray, y: npt.NDArray[Any], hint: str) -> None:
@@ -398,6 +407,9 @@ def train_probe(
     `trials`). ``fpr=None`` skips calibration."""
     probe = make_probe(method, C=C, random_state=random_state)
     name = canonical(backend, layer)
+    if fpr is not None:  # too few to calibrate on: said before any model work
+        given = calibration_trials if calibration_trials is not None else trials
+        _check_benign(len(benign_trials(given, calibrate_conditions)), calibrate_conditions, fpr)
     if method == "contrast":
         X = contrast_activations(backend, contrast, layer=name, position=position)
         _fit(probe, X, np.array([1, 0]), "check that --positive and --negative differ")
@@ -457,7 +469,7 @@ def train_probe(
             np.all(np.isfinite(X), axis=1), probe.decision_function(np.nan_to_num(X)), np.nan
         )
         return trained.with_threshold(
-            _threshold(scores[keep], benign, calibrate_conditions, fpr, None)
+            _threshold(backend, scores[keep], benign, calibrate_conditions, fpr, None)
         )
     return calibrate(
         backend,

@@ -1,10 +1,11 @@
-"""A rich progress bar on stderr: trials done of total, rate, errors, time left."""
+"""Rich progress bars on stderr: trials done of total, rate, errors, time left; and a bar
+per task of the model work behind probes."""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -19,6 +20,9 @@ from rich.progress import (
 )
 
 from deceptwatch.runner._runner import Counters, ProgressHook
+
+TaskSink = Callable[[str, int], Callable[[int], None]]
+"""As `deceptwatch.probes.Sink` (which this module does not import)."""
 
 
 class _Terminal:
@@ -49,13 +53,17 @@ class _Terminal:
         return getattr(self._file, name)
 
 
+def _stderr() -> Console:
+    return Console(file=_Terminal(sys.stderr), emoji=False)  # type: ignore[arg-type]
+
+
 @contextmanager
 def progress_bar(total: int, *, enabled: bool = True) -> Iterator[ProgressHook]:
     """Yield a hook for `run_trials` that draws the bar; a no-op hook when disabled."""
     if not enabled:
         yield lambda counters: None
         return
-    console = Console(file=_Terminal(sys.stderr), emoji=False)  # type: ignore[arg-type]
+    console = _stderr()
     progress = Progress(
         TextColumn("[bold]{task.fields[model]}"),
         BarColumn(),
@@ -85,3 +93,33 @@ def progress_bar(total: int, *, enabled: bool = True) -> Iterator[ProgressHook]:
 
     with progress:
         yield hook
+
+
+@contextmanager
+def task_bars(prefix: str = "", *, enabled: bool = True) -> Iterator[TaskSink | None]:
+    """Yield a sink that draws one bar per task it is given (a probe's model choices, its
+    activations), each labelled `prefix` and the task's label; None when disabled."""
+    if not enabled:
+        yield None
+        return
+    console = _stderr()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+    def start(label: str, total: int) -> Callable[[int], None]:
+        task = progress.add_task(f"{prefix}{label}", total=total)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        return advance
+
+    with progress:
+        yield start
