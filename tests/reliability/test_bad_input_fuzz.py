@@ -453,6 +453,21 @@ def test_monitor_bad_store_urls(db: str, message: str, figures: dict[str, Any]) 
     assert message in result.output
 
 
+def test_a_driver_message_keeps_its_layout_while_a_tab_in_a_name_is_shown() -> None:
+    """psycopg indents the second line of "connection refused" with a tab, which the
+    escaping of control characters once printed as a literal \\t."""
+    from deceptwatch.testing.openai_stub import free_port
+
+    db = f"postgresql+psycopg://x@127.0.0.1:{free_port()}/d"
+    result = runner.invoke(app, ["monitor", "--model", "mock:", "--db", db, "--no-progress"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "\n    Is the server running" in result.output
+    assert "\\t" not in result.output
+    result = runner.invoke(app, ["monitor", "--model", "mock:", "--suite", "0\t", "--db", db])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "'0\\t'" in result.output
+
+
 @pytest.mark.parametrize(
     "db",
     [

@@ -106,12 +106,16 @@ def handle_errors(fn: F) -> F:
 
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+_INDENT = re.compile(r"\n\t+")
 
 
 def visible(text: str) -> str:
     """`text` with control characters (but newlines) spelled as escapes: the terminal would
     drop or act on them, e.g. show a suite named "0\\r" as "0", and rich expands a tab to
-    spaces, so that "0\\t" read as "0 "."""
+    spaces, so that "0\\t" read as "0 ". Tabs that indent a line are layout, not data (a
+    driver's message, as psycopg's "...refused\\n\\tIs the server running..."): they
+    become spaces."""
+    text = _INDENT.sub(lambda m: "\n" + "    " * (len(m.group()) - 1), text)
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
