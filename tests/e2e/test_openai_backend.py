@@ -87,12 +87,26 @@ def _app(status: int, body: bytes, headers: dict[str, str] | None = None) -> Any
     return app
 
 
+_QUOTA = json.dumps(
+    {
+        "error": {
+            "message": "You exceeded your current quota, please check your plan and billing "
+            "details.",
+            "type": "insufficient_quota",
+            "code": "insufficient_quota",
+        }
+    }
+).encode()
+
+
 @pytest.mark.parametrize(
     ("status", "body", "headers", "kind", "retryable", "retry_after"),
     [
         (429, b'{"error": {"message": "slow down"}}', {"Retry-After": "7"}, "http_429", True, 7.0),
         (503, b"busy", {}, "http_503", True, None),
         (400, b'{"error": {"message": "bad"}}', {}, "http_400", False, None),
+        # a quota used up is a 429 too, but waiting does not end it: never retried
+        (429, _QUOTA, {"Retry-After": "7"}, "http_429", False, None),
         (200, b"not json", {}, "malformed_json", True, None),
         (200, b'{"choices": []}', {}, "empty_choices", True, None),
     ],
@@ -127,6 +141,16 @@ def test_a_404_from_a_base_url_without_v1_says_to_add_it() -> None:
     assert f"posted to {root}/chat/completions" in wrong_path.value.message
     assert f"try -o base_url={root}/v1)" in wrong_path.value.message
     assert wrong_model.value.message == f"HTTP 404 from {url}: The model `stub` does not exist"
+
+
+def test_a_quota_used_up_says_that_waiting_will_not_help() -> None:
+    with serve_in_thread(_app(429, _QUOTA)) as url, pytest.raises(BackendError) as caught:
+        _generate(url, GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t"))
+    assert caught.value.message == (
+        f"HTTP 429 from {url}: You exceeded your current quota, please check your plan and "
+        "billing details. (the quota is used up, which waiting does not change: check the "
+        "plan and billing of the key's organization, then rerun)"
+    )
 
 
 def test_a_401_without_a_key_says_how_to_give_one() -> None:
@@ -168,6 +192,14 @@ _NO_SEED = "Unrecognized request argument supplied: seed"
         (_NO_SEED, {}, " (pass -o send_seed=false: the server does not take a seed)"),
         (_NO_SEED, {"send_seed": "false"}, ""),
         # a model named like a field is not the field; a field not refused needs no advice
+        (
+            # vLLM, when the prompt and max_tokens do not fit
+            "This model's maximum context length is 2048 tokens. However, you requested 2100 "
+            "tokens (1844 in the messages, 256 in the completion).",
+            {},
+            " (the prompt and --max-tokens together exceed the model's context: lower "
+            "--max-tokens, or run a model with a longer context)",
+        ),
         ("Unknown model 'seed-coder'", {}, ""),
         ("seed 12 gave a bad sample", {}, ""),
         ("prompt too long", {}, ""),

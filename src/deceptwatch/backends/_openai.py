@@ -7,9 +7,9 @@ host. aiohttp is used because it holds thousands of requests per second on loopb
 httpx manages a few hundred.
 
 This module makes one attempt per call. It classifies failures for the runner, which owns
-retries: 429, 408, 409 and 5xx are retryable and carry the server's ``Retry-After``;
-connection errors, timeouts, truncated bodies, malformed JSON and empty ``choices`` are
-retryable; other 4xx are not. The API key is sent in a header and never recorded.
+retries: 429 (but for a used-up quota, ``insufficient_quota``), 408, 409 and 5xx are
+retryable and carry the server's ``Retry-After``; connection errors, timeouts, truncated
+bodies, malformed JSON and empty ``choices`` are retryable; other 4xx are not. The API key is sent in a header and never recorded.
 
 Options: ``base_url``, ``api_key``, ``timeout`` (seconds, 60), ``max_connections``,
 ``send_seed`` (``true``), ``max_tokens_field`` (``max_completion_tokens`` for OpenAI's
@@ -253,7 +253,7 @@ class OpenAIBackend(BaseBackend):
             self._watchdog = asyncio.create_task(self._deadlines.watch())
         return self._session
 
-    def _advice(self, status: int, said: str) -> str:
+    def _advice(self, status: int, said: str, retryable: bool = True) -> str:
         """What to change, where a failed call's status and message tell (or "")."""
         if status == 404 and not urlsplit(self.public_url).path.rstrip("/").endswith("/v1"):
             return (
@@ -262,9 +262,19 @@ class OpenAIBackend(BaseBackend):
             )
         if status == 401 and not self._api_key:
             return " (no API key was sent: set OPENAI_API_KEY, or pass -o api_key=KEY)"
+        if status == 429 and not retryable:
+            return (
+                " (the quota is used up, which waiting does not change: check the plan and "
+                "billing of the key's organization, then rerun)"
+            )
         if status != 400:
             return ""
         lowered = said.lower()
+        if "maximum context length" in lowered or "context_length_exceeded" in lowered:
+            return (
+                " (the prompt and --max-tokens together exceed the model's context: lower "
+                "--max-tokens, or run a model with a longer context)"
+            )
         refused = _REFUSED.search(lowered) is not None
         # OpenAI's reasoning models: "Unsupported parameter: 'max_tokens' is not supported
         # with this model. Use 'max_completion_tokens' instead."
@@ -365,10 +375,13 @@ class OpenAIBackend(BaseBackend):
         # nothing derived from a reply may carry the key into the store, report or logs.
         raw = self._redact(raw_bytes.decode("utf-8", errors="replace"))
         if status != 200:
-            retryable = status in RETRYABLE_STATUS or status >= 500
+            # A 429 for an exhausted quota (OpenAI's "insufficient_quota") does not pass
+            # with time, as a rate limit does: retrying it only delays the stop.
+            spent = status == 429 and "insufficient_quota" in raw
+            retryable = (status in RETRYABLE_STATUS or status >= 500) and not spent
             said = _error_message(raw)
             raise BackendError(
-                f"HTTP {status} from {self.public_url}: {said}{self._advice(status, said)}",
+                f"HTTP {status} from {self.public_url}: {said}{self._advice(status, said, retryable)}",
                 kind=f"http_{status}",
                 retryable=retryable,
                 retry_after=parse_retry_after(headers) if retryable else None,
