@@ -143,6 +143,25 @@ def test_a_404_from_a_base_url_without_v1_says_to_add_it() -> None:
     assert wrong_model.value.message == f"HTTP 404 from {url}: The model `stub` does not exist"
 
 
+def test_a_404_for_a_model_is_not_blamed_on_a_base_url_without_v1() -> None:
+    """Gemini's OpenAI-compatible base URL ends in /v1beta/openai: its 404 for an unknown
+    model once came with advice to add /v1."""
+    from aiohttp import web
+
+    said = "models/gemini-nope is not found for API version v1beta"
+
+    async def handler(_request: web.Request) -> web.Response:
+        return web.json_response([{"error": {"code": 404, "message": said}}], status=404)
+
+    app = web.Application()
+    app.router.add_post("/v1beta/openai/chat/completions", handler)
+    request = GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t")
+    with serve_in_thread(app) as url, pytest.raises(BackendError) as caught:
+        _generate(url.removesuffix("/v1") + "/v1beta/openai", request)
+    assert caught.value.kind == "http_404"
+    assert caught.value.message.endswith(f"/v1beta/openai: {said}")  # read from its list
+
+
 def test_a_quota_used_up_says_that_waiting_will_not_help() -> None:
     with serve_in_thread(_app(429, _QUOTA)) as url, pytest.raises(BackendError) as caught:
         _generate(url, GenerateRequest(MESSAGES, (), GenerationConfig(), 1, "t"))

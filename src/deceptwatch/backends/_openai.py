@@ -132,6 +132,8 @@ def _named(field: str, message: str) -> bool:
 def _error_message(body: str) -> str:
     try:
         data = json.loads(body)
+        if isinstance(data, list) and data:  # Google's APIs wrap the error in a list
+            data = data[0]
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict) and isinstance(err.get("message"), str):
             return str(err["message"])[:300]
@@ -255,7 +257,13 @@ class OpenAIBackend(BaseBackend):
 
     def _advice(self, status: int, said: str, retryable: bool = True) -> str:
         """What to change, where a failed call's status and message tell (or "")."""
-        if status == 404 and not urlsplit(self.public_url).path.rstrip("/").endswith("/v1"):
+        # A 404 that names a model is about the model, not the path: a base URL may
+        # rightly lack /v1 (Gemini's ends in /v1beta/openai).
+        if (
+            status == 404
+            and not urlsplit(self.public_url).path.rstrip("/").endswith("/v1")
+            and "model" not in said.lower()
+        ):
             return (
                 f" (posted to {self.public_url}/chat/completions; vLLM, llama.cpp, Ollama "
                 f"and most others serve it under /v1: try -o base_url={self.public_url}/v1)"
