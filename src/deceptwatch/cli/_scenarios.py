@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from deceptwatch._errors import InputError
 from deceptwatch.cli._app import err, handle_errors, out, path_value, print_json, scenarios_app
@@ -64,7 +65,7 @@ def scenarios_list(
         return
     table = Table("id", "family", "suite", "version")
     for r in records:
-        table.add_row(r.id, r.family, r.suite, str(r.scenario.version))
+        table.add_row(escape(r.id), r.family, escape(r.suite), str(r.scenario.version))
     out.print(table)
 
 
@@ -87,12 +88,14 @@ def scenarios_show(
     import yaml
 
     out.print(
-        f"[bold]{record.id}[/] (suite {record.suite}, hash {record.content_hash[:12]})", markup=True
+        f"[bold]{escape(record.id)}[/] (suite {escape(record.suite)}, hash "
+        f"{record.content_hash[:12]})",
+        markup=True,
     )
     out.print(yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=100), markup=False)
     trials = list(expand([record], model="preview", seed=0, limit=1))
     for t in trials:
-        out.print(f"[bold]--- {t.condition}: {t.cue}[/]", markup=True, highlight=False)
+        out.print(f"[bold]--- {t.condition}: {escape(t.cue)}[/]", markup=True, highlight=False)
     if trials:
         out.print("[bold]--- rendered (observed)[/]", markup=True)
         for m in trials[0].messages:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -85,7 +86,7 @@ def progress_bar(total: int, *, enabled: bool = True) -> Iterator[ProgressHook]:
         progress.update(
             task,
             completed=c.done,
-            model=c.model,
+            model=escape(c.model),  # a spec is text, not markup: "openai:x[/]y[/]z"
             rate=f"{fresh / elapsed:,.0f}",
             errors=c.errors,
             cached=c.cached,
@@ -114,7 +115,7 @@ def task_bars(prefix: str = "", *, enabled: bool = True) -> Iterator[TaskSink | 
     )
 
     def start(label: str, total: int) -> Callable[[int], None]:
-        task = progress.add_task(f"{prefix}{label}", total=total)
+        task = progress.add_task(escape(f"{prefix}{label}"), total=total)
 
         def advance(n: int) -> None:
             progress.advance(task, n)
