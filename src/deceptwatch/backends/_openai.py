@@ -9,7 +9,8 @@ httpx manages a few hundred.
 This module makes one attempt per call. It classifies failures for the runner, which owns
 retries: 429 (but for a used-up quota, ``insufficient_quota``), 408, 409 and 5xx are
 retryable and carry the server's ``Retry-After``; connection errors, timeouts, truncated
-bodies, malformed JSON and empty ``choices`` are retryable; other 4xx are not. The API key is sent in a header and never recorded.
+bodies, malformed JSON and empty ``choices`` are retryable; other 4xx are not. The API key
+is sent in a header and never recorded.
 
 Options: ``base_url``, ``api_key``, ``timeout`` (seconds, 60), ``max_connections``,
 ``send_seed`` (``true``), ``max_tokens_field`` (``max_completion_tokens`` for OpenAI's
@@ -388,8 +389,9 @@ class OpenAIBackend(BaseBackend):
             spent = status == 429 and "insufficient_quota" in raw
             retryable = (status in RETRYABLE_STATUS or status >= 500) and not spent
             said = _error_message(raw)
+            advice = self._advice(status, said, retryable)
             raise BackendError(
-                f"HTTP {status} from {self.public_url}: {said}{self._advice(status, said, retryable)}",
+                f"HTTP {status} from {self.public_url}: {said}{advice}",
                 kind=f"http_{status}",
                 retryable=retryable,
                 retry_after=parse_retry_after(headers) if retryable else None,
