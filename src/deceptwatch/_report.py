@@ -103,8 +103,11 @@ class MonitorReport(_Shown):
         render_report(self, console)
 
     def to_dict(self) -> dict[str, Any]:
+        from deceptwatch import __version__
+
         return {
             "run_id": self.run_id,
+            "deceptwatch_version": __version__,  # which statistics made these findings
             "complete": self.complete,
             "status": self.status,
             "message": self.message,

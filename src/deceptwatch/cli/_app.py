@@ -43,6 +43,27 @@ scenarios_app = App(
 )
 app.add_typer(scenarios_app, name="scenarios")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from deceptwatch import __version__
+
+        print(f"deceptwatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Monitor language models for deceptive alignment."""
+
+
 EXIT_PIPE = 141  # what a shell reports for a program that SIGPIPE ends: 128 + 13
 
 
