@@ -1,4 +1,4 @@
-"""Directories that appear whole or not at all.
+"""Directories that appear whole or not at all, and files with the mode the user expects.
 
 Work that writes many files into one new directory (activation shards, a trained organism
 and its checkpoints) writes them into a hidden directory beside the target, which is
@@ -54,3 +54,26 @@ def staged_dir(target: Path, option: str = "--out") -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux says it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not atomic across threads)
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(*paths: Path) -> None:
+    """Give files the mode a new file gets (0666 less the umask). safetensors writes its
+    files owner-only (0600), so a probe's arrays, unlike its JSON beside them, could not be
+    read by the rest of a team sharing the directory."""
+    mode = 0o666 & ~umask()
+    for path in paths:
+        os.chmod(path, mode)

@@ -145,6 +145,8 @@ def test_organisms_train_writes_its_directory_whole_or_not_at_all(
     assert result.exit_code == 0, result.output
     assert list((tmp_path / "runs").iterdir()) == [out]
     assert (out / "model.safetensors").is_file()
+    for weights in [out / "model.safetensors", out / "checkpoints" / "0" / "model.safetensors"]:
+        assert oct(weights.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # not 0600
     assert (out / "checkpoints" / "0" / "model.safetensors").is_file()
     assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
 
@@ -153,3 +155,22 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_probe_file_gets_the_mode_of_any_new_file(tmp_path: Path) -> None:
+    """safetensors writes its files owner-only (0600): a probe's arrays could not be read by
+    a team sharing the directory, while the JSON beside them could."""
+    import numpy as np
+
+    from _probe_files import fitted_probe
+    from deceptwatch.probes import save_probe
+
+    X = np.random.default_rng(0).normal(size=(40, 5))
+    old = os.umask(0o027)
+    try:
+        arrays, record = save_probe(fitted_probe(X, (X[:, 0] > 0).astype(int)), tmp_path / "p")
+    finally:
+        os.umask(old)
+    assert oct(arrays.stat().st_mode & 0o777) == oct(0o640)
+    assert oct(record.stat().st_mode & 0o777) == oct(0o640)
+    assert len(load_probe(tmp_path / "p").record.arrays_sha256) == 64  # and it loads

@@ -331,6 +331,18 @@ def test_yaml_output_has_no_aliases(tmp_path: Path) -> None:
     ]
 
 
+def test_written_suites_get_the_mode_of_any_new_file(tmp_path: Path) -> None:
+    # they were written through mkstemp and kept its owner-only 0600
+    src = _write_jsonl(tmp_path / "coordinate-x.jsonl", [GOOD])
+    old = os.umask(0o027)
+    try:
+        (report,) = import_mwe([src], tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert report.output is not None
+    assert oct(Path(report.output).stat().st_mode & 0o777) == oct(0o640)
+
+
 def test_without_out_it_only_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = _write_jsonl(tmp_path / "coordinate-x.jsonl", [GOOD, GOOD, GOOD])
     monkeypatch.chdir(tmp_path)

@@ -4,6 +4,7 @@ removed, read the right tensor, and batching, padding and early stopping do not 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,10 @@ def test_an_interrupted_extraction_leaves_no_directory(
     acts = extract_to_disk(llama, seqs, out, shard_size=2, layers=["mid"], pad_token_id=0)
     assert acts.manifest.n == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["acts"]
+    mask = os.umask(0)
+    os.umask(mask)
+    for shard in acts.manifest.shards:  # the mode of any new file, not safetensors' 0600
+        assert oct((out / shard).stat().st_mode & 0o777) == oct(0o666 & ~mask)
 
 
 def test_shard_writer_never_buffers_a_full_shard(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from deceptwatch._errors import InputError, mkdir_failure
+from deceptwatch._staging import usual_mode
 
 KEYS = ("question", "answer_matching_behavior", "answer_not_matching_behavior")
 FORMAT_HINT = (
@@ -496,9 +497,10 @@ def _write_all(out: Path, rendered: Sequence[tuple[FileReport, str]]) -> None:
                     hint="give --out a directory that can be created",
                 ) from exc
             fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".import-", suffix=".tmp")
+            pending.append((Path(tmp_name), target))
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
-            pending.append((Path(tmp_name), target))
+            usual_mode(Path(tmp_name))  # mkstemp's is owner-only (0600)
         for tmp, target in pending:
             os.replace(tmp, target)
     finally:

@@ -27,6 +27,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from deceptwatch._staging import usual_mode
+
 PAD, UNK, EOS, BOS = "<|pad|>", "<|unk|>", "<|endoftext|>", "<|begin|>"
 ROLES = ("<|system|>", "<|user|>", "<|assistant|>")
 SPECIAL_TOKENS = [PAD, UNK, EOS, BOS, *ROLES]
@@ -281,6 +283,7 @@ def save(
     if half:
         to_save = copy.deepcopy(model).to(torch.float16)
     to_save.save_pretrained(out, safe_serialization=True)
+    usual_mode(*out.glob("*.safetensors"))  # safetensors writes them owner-only
     tokenizer.save_pretrained(out)
     (out / "organism.json").write_text(
         json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"

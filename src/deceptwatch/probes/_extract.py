@@ -30,7 +30,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deceptwatch._errors import InputError
-from deceptwatch._staging import staged_dir
+from deceptwatch._staging import staged_dir, usual_mode
 from deceptwatch.probes._layers import Layer, layer_module, resolve_layers
 from deceptwatch.probes._progress import started
 
@@ -253,6 +253,7 @@ class ShardWriter:
         tensors = {"index": np.ascontiguousarray(index[take])}
         tensors.update({k: np.ascontiguousarray(v[take]) for k, v in cols.items()})
         save_file(tensors, str(self.out_dir / name))
+        usual_mode(self.out_dir / name)
         self.shards.append(name)
         self.n += len(index[take])
         left = len(index) - rows

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deceptwatch._errors import DeceptwatchError, InputError, mkdir_failure
+from deceptwatch._staging import usual_mode
 from deceptwatch.probes._probes import PROBES, LinearProbe
 
 FORMAT: Literal["deceptwatch-probe/1"] = "deceptwatch-probe/1"
@@ -147,6 +148,7 @@ def save_probe(trained: TrainedProbe, path: Path | str) -> tuple[Path, Path]:
     )
     try:
         save_file(arrays, str(tmp_arrays), metadata={"format": FORMAT})
+        usual_mode(tmp_arrays)
         record = trained.record.model_copy(
             update={"arrays_sha256": _sha256(tmp_arrays), "deceptwatch_version": __version__}
         )
