@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from deceptwatch._errors import InputError, blocked_path
 from deceptwatch._ids import MAX_SEED
+from deceptwatch._staging import check_new_dir
 from deceptwatch.cli._app import err, handle_errors, out, path_value, print_json
 from deceptwatch.cli._typer import App
 
@@ -420,8 +421,7 @@ def extract(
         raise InputError(f"--position {position!r} is not a position", hint="use last or reply")
     if shard_size < 1:
         raise InputError("--shard-size must be at least 1")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise InputError(f"--out {out_dir}: not a new or empty directory")
+    check_new_dir(out_dir)
     if blocked := blocked_path(out_dir):
         raise InputError(f"--out {out_dir}: {blocked}", hint="give --out a new directory")
     backend = _backend(model, option)
