@@ -99,7 +99,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "watchdog for all calls in the backend), both at concurrency 64 to the same loopback stub "
         "(`deceptwatch.testing.openai_stub`, its own process). The loop's rate counts "
         "building the bodies, as `monitor`'s counts building its requests; the ratio to its "
-        "posting alone is given too. About 20,000 trials.",
+        "posting alone is given too. About 20,000 trials. `monitor` commits its trials to "
+        "SQLite in a writer process of its own, whose CPU comes from the same two cores as "
+        "the stub's and the client's.",
         lambda repeats, quick: bench_core.run_http(repeats, trials=300 if quick else 20000),
     ),
     Benchmark(

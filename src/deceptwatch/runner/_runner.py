@@ -444,16 +444,17 @@ class _Run:
         size_pool = getattr(self.backend, "set_concurrency", None)
         if callable(size_pool):
             size_pool(self.config.concurrency)
-        writing = asyncio.create_task(self.writer.run())
-        watchdog = asyncio.create_task(self.deadlines.watch())
-        try:
-            workers = [asyncio.create_task(self.work()) for _ in range(self.config.concurrency)]
-            producer = asyncio.create_task(self.source.produce())
-            await asyncio.gather(producer, *workers)
-        finally:
-            watchdog.cancel()
-            self.writer.close()
-            await writing
+        with self.store.writer_process():
+            writing = asyncio.create_task(self.writer.run())
+            watchdog = asyncio.create_task(self.deadlines.watch())
+            try:
+                workers = [asyncio.create_task(self.work()) for _ in range(self.config.concurrency)]
+                producer = asyncio.create_task(self.source.produce())
+                await asyncio.gather(producer, *workers)
+            finally:
+                watchdog.cancel()
+                self.writer.close()
+                await writing
         if self.writer.error is not None:
             exc = self.writer.error
             raise StoreError(

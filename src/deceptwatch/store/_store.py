@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
@@ -22,6 +23,7 @@ from sqlalchemy.exc import DatabaseError, NoSuchModuleError
 from deceptwatch._errors import InputError, mkdir_failure
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.store import _schema as s
+from deceptwatch.store._recorder import Recorder, recorder_path
 from deceptwatch.store._retry import BUSY_TIMEOUT_S, retry_conflicts, sqlite_wal
 from deceptwatch.store._rows import (
     FastInsert,
@@ -80,6 +82,7 @@ class Store:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._prompts_stored: set[str] = set()  # hashes of prompts committed through this handle
+        self._recorder: Recorder | None = None
 
     @classmethod
     def open(cls, db: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Store:
@@ -126,6 +129,25 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def writer_process(self) -> Iterator[None]:
+        """While inside, `write_trials` commits through a process of its own (a SQLite file
+        only; elsewhere this does nothing): see `deceptwatch.store._recorder`."""
+        url = self.engine.url
+        path = recorder_path(url.database, url.query) if self.dialect == "sqlite" else None
+        recorder = None
+        if path is not None and self._recorder is None:
+            recorder = Recorder.start(path, BUSY_TIMEOUT_S)
+        if recorder is None:
+            yield
+            return
+        self._recorder = recorder
+        try:
+            yield
+        finally:
+            self._recorder = None
+            recorder.close()
 
     def _read(self) -> Connection:
         """A connection for reading only (on SQLite: a deferred, non-locking transaction)."""
@@ -360,16 +382,27 @@ class Store:
         for r in rows:  # a trial given twice: its first trial row, its last result
             trials.setdefault(r.trial_id, r)
         last = {r.trial_id: r for r in rows}
-        with self.engine.begin() as conn:
-            fast = FastInsert.for_connection(conn)
-            if fast is None:
-                self._write_trials_generic(conn, run_id, rows, prompts, ts)
-                return
-            fast.insert(conn, s.prompts, list(prompts.items()))
-            fast.insert(conn, s.trials, [trial_tuple(r, ts) for r in trials.values()])
-            fast.insert(conn, s.run_trials, [(run_id, t) for t in last])
-            fast.insert(conn, s.responses, [response_tuple(r, ts) for r in last.values()], True)
-            fast.insert(conn, s.outcomes, [outcome_tuple(r, ts) for r in last.values()], True)
+        tables = [
+            (s.prompts, list(prompts.items()), False),
+            (s.trials, [trial_tuple(r, ts) for r in trials.values()], False),
+            (s.run_trials, [(run_id, t) for t in last], False),
+            (s.responses, [response_tuple(r, ts) for r in last.values()], True),
+            (s.outcomes, [outcome_tuple(r, ts) for r in last.values()], True),
+        ]
+        recorder = self._recorder
+        if recorder is not None:
+            marked = FastInsert(self.engine.dialect, "?")
+            recorder.write(
+                [(marked.sql(t, replace), tuples) for t, tuples, replace in tables if tuples]
+            )
+        else:
+            with self.engine.begin() as conn:
+                fast = FastInsert.for_connection(conn)
+                if fast is None:
+                    self._write_trials_generic(conn, run_id, rows, prompts, ts)
+                    return
+                for t, tuples, replace in tables:
+                    fast.insert(conn, t, tuples, replace)
         if len(stored) + len(prompts) > _MAX_PROMPTS_REMEMBERED:
             stored.clear()
         stored.update(prompts)

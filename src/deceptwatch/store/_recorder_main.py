@@ -1,0 +1,65 @@
+"""The writer process of a SQLite store (see `deceptwatch.store._recorder`).
+
+Run as a script, ``python -I _recorder_main.py PATH BUSY_TIMEOUT_MS``, it imports the standard
+library only, so that it starts in milliseconds. It reads batches from stdin, each an 8-byte
+little-endian length and a `marshal`-ed list of ``(sql, rows)``, and commits each batch in one
+``BEGIN IMMEDIATE`` transaction. After each it writes ``K`` (committed) or ``E``, an 8-byte
+length and a UTF-8 message (nothing of the batch was stored) to stdout. It stops at the end of
+stdin: when its parent closes the pipe, or dies.
+"""
+
+import marshal
+import signal
+import sqlite3
+import struct
+import sys
+from typing import BinaryIO
+
+_LENGTH = struct.Struct("<Q")
+
+
+def _read(stream: BinaryIO, n: int) -> bytes | None:
+    data = stream.read(n)
+    return data if len(data) == n else None
+
+
+def main(path: str, busy_timeout_ms: int) -> int:
+    # Stopping is the parent's to decide: on Ctrl-C, SIGTERM or SIGHUP it commits the replies
+    # it holds, through us, and then closes our stdin. A scheduler that signals every process
+    # of a job (and the terminal, though we are in a session of our own) must not end us
+    # first. A batch sent is committed or not, never cut short.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # The pragmas of the parent's connections (`Store.open`), which made the file a WAL
+    # database before starting us.
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint=10000")
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        head = _read(stdin, _LENGTH.size)
+        if head is None:
+            break
+        body = _read(stdin, _LENGTH.unpack(head)[0])
+        if body is None:
+            break  # the parent died while sending: nothing of this batch is written
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, rows in marshal.loads(body):
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            message = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
+            stdout.write(b"E" + _LENGTH.pack(len(message)) + message)
+        else:
+            stdout.write(b"K")
+        stdout.flush()
+    conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], int(sys.argv[2])))
