@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine
 from test_store import _begin, _row
@@ -82,6 +83,35 @@ def test_a_batch_sqlite_refuses_stores_nothing_and_says_why(db_url: str) -> None
             assert store.count_rows("trials") == 2  # nothing of the refused batch
             store.write_trials("r1", [_row(2)])  # the process goes on after a refusal
         assert store.count_rows("outcomes") == 3
+
+
+def test_a_value_that_is_not_plain_text_or_a_number_is_refused_not_stored_as_bytes(
+    db_url: str,
+) -> None:
+    """`marshal` would send a numpy float as its 8 bytes, and SQLite would store that blob
+    in place of the number: the writer process refuses the batch instead. A subclass of
+    str, which `marshal` cannot send, fails the write as well."""
+
+    class Label(str):
+        pass
+
+    with Store.open(db_url) as store:
+        _begin(store)
+        numpy_latency = _row(0)
+        numpy_latency.latency_ms = np.float64(1.5)
+        subclassed = _row(1)
+        subclassed.outcome = Label("aligned")
+        with store.writer_process():
+            with pytest.raises(RecorderError, match=r"holds bytes b'.*plain text and numbers"):
+                store.write_trials("r1", [numpy_latency])
+            with pytest.raises(RecorderError, match=r"cannot hold .*unmarshallable"):
+                store.write_trials("r1", [subclassed])
+            store.write_trials("r1", [_row(2)])
+        assert store.count_rows("trials") == 1
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT typeof(latency_ms) FROM responses").all() == [
+                ("real",)
+            ]
 
 
 def test_a_killed_writer_process_fails_the_next_write_with_its_cause(db_url: str) -> None:

@@ -23,6 +23,24 @@ def _read(stream: BinaryIO, n: int) -> bytes | None:
     return data if len(data) == n else None
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _check(sql: str, rows: list[tuple[object, ...]]) -> None:
+    """Refuse a value that is not text, a number or None. `marshal` turns any object that
+    exposes a buffer (a numpy float, for one) into bytes, which SQLite would store as a blob
+    in place of the number; the store has no column for bytes."""
+    for row in rows:
+        for value in row:
+            if type(value) not in _PLAIN:
+                table = sql.split("(", 1)[0].removeprefix("INSERT INTO ").strip()
+                raise TypeError(
+                    f"a row for {table} holds {type(value).__name__} {repr(value)[:40]}, which the "
+                    "store cannot hold: pass plain text and numbers (a numpy number is sent "
+                    "as its bytes)"
+                )
+
+
 def main(path: str, busy_timeout_ms: int) -> int:
     # Stopping is the parent's to decide: on Ctrl-C, SIGTERM or SIGHUP it commits the replies
     # it holds, through us, and then closes our stdin. A scheduler that signals every process
@@ -45,8 +63,11 @@ def main(path: str, busy_timeout_ms: int) -> int:
         if body is None:
             break  # the parent died while sending: nothing of this batch is written
         try:
+            statements = marshal.loads(body)
+            for sql, rows in statements:
+                _check(sql, rows)
             conn.execute("BEGIN IMMEDIATE")
-            for sql, rows in marshal.loads(body):
+            for sql, rows in statements:
                 conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except Exception as exc:
