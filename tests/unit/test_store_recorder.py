@@ -19,7 +19,7 @@ from test_store import _begin, _row
 from typer.testing import CliRunner
 
 from deceptwatch.cli import app
-from deceptwatch.store import Store
+from deceptwatch.store import Store, _recorder
 from deceptwatch.store._recorder import RecorderError
 
 REFUSE_DEFECTS = """
@@ -71,7 +71,10 @@ def test_batches_commit_in_a_separate_process_that_ends_with_the_context(db_url:
         assert store.count_rows("outcomes") == 6
 
 
-def test_a_batch_sqlite_refuses_stores_nothing_and_says_why(db_url: str) -> None:
+def test_a_batch_sqlite_refuses_stores_nothing_and_says_why(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_recorder, "CHUNK_ROWS", 1)  # the refusal comes in a later chunk
     with Store.open(db_url) as store:
         _begin(store)
         with store.engine.begin() as conn:
@@ -86,7 +89,7 @@ def test_a_batch_sqlite_refuses_stores_nothing_and_says_why(db_url: str) -> None
 
 
 def test_a_value_that_is_not_plain_text_or_a_number_is_refused_not_stored_as_bytes(
-    db_url: str,
+    db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`marshal` would send a numpy float as its 8 bytes, and SQLite would store that blob
     in place of the number: the writer process refuses the batch instead. A subclass of
@@ -94,6 +97,8 @@ def test_a_value_that_is_not_plain_text_or_a_number_is_refused_not_stored_as_byt
 
     class Label(str):
         pass
+
+    monkeypatch.setattr(_recorder, "CHUNK_ROWS", 1)  # each after a chunk already inserted
 
     with Store.open(db_url) as store:
         _begin(store)
@@ -103,9 +108,9 @@ def test_a_value_that_is_not_plain_text_or_a_number_is_refused_not_stored_as_byt
         subclassed.outcome = Label("aligned")
         with store.writer_process():
             with pytest.raises(RecorderError, match=r"holds bytes b'.*plain text and numbers"):
-                store.write_trials("r1", [numpy_latency])
+                store.write_trials("r1", [_row(3), numpy_latency])
             with pytest.raises(RecorderError, match=r"cannot hold .*unmarshallable"):
-                store.write_trials("r1", [subclassed])
+                store.write_trials("r1", [_row(3), subclassed])
             store.write_trials("r1", [_row(2)])
         assert store.count_rows("trials") == 1
         with store.engine.connect() as conn:

@@ -1,11 +1,13 @@
 """The writer process of a SQLite store (see `deceptwatch.store._recorder`).
 
 Run as a script, ``python -I _recorder_main.py PATH BUSY_TIMEOUT_MS``, it imports the standard
-library only, so that it starts in milliseconds. It reads batches from stdin, each an 8-byte
-little-endian length and a `marshal`-ed list of ``(sql, rows)``, and commits each batch in one
-``BEGIN IMMEDIATE`` transaction. After each it writes ``K`` (committed) or ``E``, an 8-byte
-length and a UTF-8 message (nothing of the batch was stored) to stdout. It stops at the end of
-stdin: when its parent closes the pipe, or dies.
+library only, so that it starts in milliseconds. It reads batches from stdin. A batch is any
+number of ``S`` frames, each an 8-byte little-endian length and a `marshal`-ed ``(sql, rows)``
+(a statement and a chunk of its rows, run with ``executemany`` in one ``BEGIN IMMEDIATE``
+transaction as they arrive), then ``C`` to commit it or ``A`` to drop it. After each batch it
+writes ``K`` (committed), ``A`` (dropped) or ``E``, an 8-byte length and a UTF-8 message
+(nothing of the batch was stored) to stdout. It stops at the end of stdin: when its parent
+closes the pipe, or dies.
 """
 
 import marshal
@@ -55,29 +57,41 @@ def main(path: str, busy_timeout_ms: int) -> int:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA wal_autocheckpoint=10000")
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    failed: Exception | None = None  # what went wrong in the batch being received
     while True:
-        head = _read(stdin, _LENGTH.size)
-        if head is None:
-            break
-        body = _read(stdin, _LENGTH.unpack(head)[0])
-        if body is None:
-            break  # the parent died while sending: nothing of this batch is written
-        try:
-            statements = marshal.loads(body)
-            for sql, rows in statements:
+        kind = stdin.read(1)
+        if kind == b"S":  # a statement and a chunk of its rows
+            head = _read(stdin, _LENGTH.size)
+            body = None if head is None else _read(stdin, _LENGTH.unpack(head)[0])
+            if body is None:
+                break  # the parent died while sending: the transaction is rolled back
+            if failed is not None:
+                continue  # read the rest of a failed batch, and do nothing with it
+            try:
+                sql, rows = marshal.loads(body)
                 _check(sql, rows)
-            conn.execute("BEGIN IMMEDIATE")
-            for sql, rows in statements:
+                if not conn.in_transaction:
+                    conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(sql, rows)
-            conn.execute("COMMIT")
-        except Exception as exc:
+            except Exception as exc:
+                failed = exc
+        elif kind in (b"C", b"A"):  # the end of a batch: commit it, or (A) drop it
+            if failed is None and kind == b"C" and conn.in_transaction:
+                try:
+                    conn.execute("COMMIT")
+                except Exception as exc:
+                    failed = exc
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            message = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
-            stdout.write(b"E" + _LENGTH.pack(len(message)) + message)
+            if failed is None:
+                stdout.write(b"K" if kind == b"C" else b"A")
+            else:
+                message = f"{type(failed).__name__}: {failed}".encode("utf-8", "replace")
+                stdout.write(b"E" + _LENGTH.pack(len(message)) + message)
+            stdout.flush()
+            failed = None
         else:
-            stdout.write(b"K")
-        stdout.flush()
+            break  # end of stdin: the parent closed it, or died
     conn.close()
     return 0
 
