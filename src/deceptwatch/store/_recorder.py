@@ -4,8 +4,8 @@ Why a process: Python's ``sqlite3`` releases the GIL around each row it inserts 
 it back. On a thread beside a busy event loop, that is tens of thousands of hand-offs a run, and
 the loop pays for each. Measured on a 2-core machine (20,160 trials of an HTTP run against a
 loopback stub, in alternation with a raw aiohttp loop), committing in a process of its own
-raised the run from 0.59 to 0.68 of the raw loop's rate (medians of 5). The run's side now only turns each
-batch into tuples and encodes them with `marshal`, a chunk at a time.
+raised the run from 0.59 to 0.68 of the raw loop's rate (medians of 5). The run's side now
+only turns each batch into tuples and encodes them with `marshal`, a chunk at a time.
 
 What a commit means does not change: `Recorder.write` returns once the batch is committed and
 raises `RecorderError` when nothing of it was. The process (`_recorder_main.py`, standard
