@@ -51,8 +51,8 @@ def main(path: str, busy_timeout_ms: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    # The pragmas of the parent's connections (`Store.open`), which made the file a WAL
-    # database before starting us.
+    # The pragmas of the parent's connections (`_sqlite.sqlite_setup`), which made the file
+    # a WAL database before starting us.
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA wal_autocheckpoint=10000")

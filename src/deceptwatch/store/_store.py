@@ -16,7 +16,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text, update
+from sqlalchemy import Connection, Engine, Table, create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, NoSuchModuleError
 
@@ -24,7 +24,7 @@ from deceptwatch._errors import InputError, mkdir_failure
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.store import _schema as s
 from deceptwatch.store._recorder import Recorder, recorder_path
-from deceptwatch.store._retry import BUSY_TIMEOUT_S, retry_conflicts, sqlite_wal
+from deceptwatch.store._retry import BUSY_TIMEOUT_S, retry_conflicts
 from deceptwatch.store._rows import (
     FastInsert,
     TrialRow,
@@ -36,43 +36,16 @@ from deceptwatch.store._rows import (
     trial_dict,
     trial_tuple,
 )
+from deceptwatch.store._sqlite import READ_ONLY, sqlite_setup
 from deceptwatch.store._url import resolve_db_url
 
 RUNNING, COMPLETE, INCOMPLETE = "running", "complete", "incomplete"
 _TRIAL_ID = attrgetter("trial_id")
-READ_ONLY = "deceptwatch_read_only"  # execution option of connections that only read
 _MAX_PROMPTS_REMEMBERED = 200_000
 
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _sqlite_setup(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook issue BEGIN
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-        sqlite_wal(dbapi_conn)
-        cur.execute("PRAGMA synchronous=NORMAL")
-        # A WAL checkpoint every 10,000 pages (~40 MB; default 1,000) copies a page rewritten
-        # by several batches to the database once instead of once per batch; it does not
-        # change what a commit guarantees. (A larger page cache would also cut the writer's
-        # work, hash-keyed indexes being dirtied all over, but it costs its size in every
-        # connection at a million trials: the page cache stays at SQLite's default.)
-        cur.execute("PRAGMA wal_autocheckpoint=10000")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        # Writers take the write lock up front (no deadlock upgrading a read lock). Reads
-        # begin deferred: in WAL mode they read a snapshot and never wait for a writer, so
-        # checking which trials are done does not queue behind a batch being committed.
-        if conn.get_execution_options().get(READ_ONLY):
-            conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Store:
@@ -107,7 +80,7 @@ class Store:
                         hint="give --db a path in a writable directory",
                     ) from None
             engine = create_engine(url)
-            _sqlite_setup(engine)
+            sqlite_setup(engine)
         else:
             try:
                 engine = create_engine(url, pool_pre_ping=True)

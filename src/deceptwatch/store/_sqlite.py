@@ -1,0 +1,41 @@
+"""SQLite connections of a store: their pragmas, and how their transactions begin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+
+from deceptwatch.store._retry import BUSY_TIMEOUT_S, sqlite_wal
+
+READ_ONLY = "deceptwatch_read_only"  # execution option of connections that only read
+
+
+def sqlite_setup(engine: Engine) -> None:
+    """The pragmas of every SQLite connection of a store (the writer process,
+    `_recorder_main.py`, sets the same on its own), and how its transactions begin."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook issue BEGIN
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        sqlite_wal(dbapi_conn)
+        cur.execute("PRAGMA synchronous=NORMAL")
+        # A WAL checkpoint every 10,000 pages (~40 MB; default 1,000) copies a page rewritten
+        # by several batches to the database once instead of once per batch; it does not
+        # change what a commit guarantees. (A larger page cache would also cut the writer's
+        # work, hash-keyed indexes being dirtied all over, but it costs its size in every
+        # connection at a million trials: the page cache stays at SQLite's default.)
+        cur.execute("PRAGMA wal_autocheckpoint=10000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # Writers take the write lock up front (no deadlock upgrading a read lock). Reads
+        # begin deferred: in WAL mode they read a snapshot and never wait for a writer, so
+        # checking which trials are done does not queue behind a batch being committed.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
