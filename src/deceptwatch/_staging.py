@@ -35,6 +35,9 @@ def staged_dir(target: Path, option: str = "--out") -> Iterator[Path]:
     it to `target` (absent or an empty directory), and when it raises, remove it."""
     check_new_dir(target, option)
     final = target.resolve()
+    # the parents this call creates (deepest first), removed again if the work fails, so
+    # that a failed `--out a/b/c` leaves the tree as it found it
+    created = _missing_dirs(final.parent)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         # mkdir, not mkdtemp: the directory is renamed into place, so it gets the mode a
@@ -42,6 +45,7 @@ def staged_dir(target: Path, option: str = "--out") -> Iterator[Path]:
         work = final.parent / f".{final.name}.{secrets.token_hex(6)}.partial"
         work.mkdir()
     except OSError as exc:
+        _remove_empty(created)
         raise InputError(
             f"{target}: cannot create the directory: {mkdir_failure(final.parent, exc)}",
             hint=f"give {option} a directory you can write to",
@@ -53,7 +57,27 @@ def staged_dir(target: Path, option: str = "--out") -> Iterator[Path]:
         os.replace(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        _remove_empty(created)
         raise
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """`path` and those of its ancestors that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    """Remove `dirs` (deepest first) while they are empty: one that something else has
+    written into meanwhile is left, with its parents."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def umask() -> int:
