@@ -166,6 +166,37 @@ def test_the_writer_process_ends_when_its_parent_is_killed(db_url: str) -> None:
     assert _gone(child), "the writer process outlived its parent"
 
 
+def test_a_fork_holding_the_pipe_does_not_keep_the_writer_process_alive(db_url: str) -> None:
+    # It used to stop only at the end of its stdin, which a fork of the run's process (a
+    # multiprocessing or DataLoader worker) also holds: closing the store then waited 60 s
+    # for it and killed it.
+    script = (
+        "import os, sys, time\n"
+        "from deceptwatch.store import Store\n"
+        "store = Store.open(sys.argv[1])\n"
+        "with store.writer_process():\n"
+        "    recorder = store._recorder\n"
+        "    fork = os.fork()\n"
+        "    if fork == 0:\n"
+        "        time.sleep(120)\n"
+        "        os._exit(0)\n"
+        "    print(fork, flush=True)\n"
+        "print(recorder._proc.returncode, flush=True)\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", script, db_url], stdout=subprocess.PIPE, text=True
+    )
+    assert run.stdout is not None
+    fork = int(run.stdout.readline())
+    try:
+        assert run.stdout.readline().strip() == "0"  # it ended by itself, not killed
+        assert run.wait(60) == 0
+    finally:
+        os.kill(fork, signal.SIGKILL)
+        run.kill()
+        run.wait()
+
+
 def test_memory_stores_and_url_options_keep_writing_in_process(tmp_path: Path) -> None:
     """A memory database has no file for a process to open, and URL options (here a URI
     filename) would not reach it: their writes stay in this process."""

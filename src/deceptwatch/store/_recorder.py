@@ -11,8 +11,8 @@ What a commit means does not change: `Recorder.write` returns once the batch is 
 raises `RecorderError` when nothing of it was. The process (`_recorder_main.py`, standard
 library only, so that it starts in milliseconds) ignores Ctrl-C, SIGTERM and SIGHUP: the run
 handles them by committing the replies it holds, through the process, before it ends. The
-process stops when its stdin closes: on `close`, or when this process dies. A batch it was
-given is then committed or not, never in part.
+process stops when `close` tells it to, or when its stdin closes because this process died. A
+batch it was given is then committed or not, never in part.
 """
 
 from __future__ import annotations
@@ -140,6 +140,10 @@ class Recorder:
             proc = self._proc
             try:
                 if proc.stdin is not None:
+                    # Q, not just the end of the pipe: a fork of this process (multiprocessing
+                    # and DataLoader workers fork on Linux) holds the pipe open too, and the
+                    # process would wait for it, and this call for the process
+                    proc.stdin.write(b"Q")
                     proc.stdin.close()
             except OSError:
                 pass  # it already stopped

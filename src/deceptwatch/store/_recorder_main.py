@@ -6,8 +6,8 @@ number of ``S`` frames, each an 8-byte little-endian length and a `marshal`-ed `
 (a statement and a chunk of its rows, run with ``executemany`` in one ``BEGIN IMMEDIATE``
 transaction as they arrive), then ``C`` to commit it or ``A`` to drop it. After each batch it
 writes ``K`` (committed), ``A`` (dropped) or ``E``, an 8-byte length and a UTF-8 message
-(nothing of the batch was stored) to stdout. It stops at the end of stdin: when its parent
-closes the pipe, or dies.
+(nothing of the batch was stored) to stdout. It stops at ``Q``, which its parent sends
+when it is done, or at the end of stdin, when its parent dies.
 """
 
 import marshal
@@ -91,7 +91,7 @@ def main(path: str, busy_timeout_ms: int) -> int:
             stdout.flush()
             failed = None
         else:
-            break  # end of stdin: the parent closed it, or died
+            break  # Q (the parent is done), or the end of stdin (the parent died)
     conn.close()
     return 0
 
