@@ -144,17 +144,26 @@ def test_ctrl_c_sigterm_and_sighup_leave_the_writer_process_to_its_run(db_url: s
         assert store.count_rows("outcomes") == 2
 
 
-def test_the_writer_process_ends_when_its_parent_is_killed(db_url: str) -> None:
-    script = (
-        "import sys, time\n"
-        "from deceptwatch.store import Store\n"
-        "store = Store.open(sys.argv[1])\n"
-        "with store.writer_process():\n"
-        "    print(store._recorder.pid, flush=True)\n"
-        "    time.sleep(120)\n"
-    )
-    parent = subprocess.Popen(
+def _in_a_run_process(db_url: str, *lines: str) -> subprocess.Popen[str]:
+    """A Python process that opens the store at `db_url`, starts its writer process and
+    runs `lines` inside that block; its stdout is a text pipe."""
+    head = [
+        "import os, sys, time",
+        "from deceptwatch.store import Store",
+        "store = Store.open(sys.argv[1])",
+        "with store.writer_process():",
+    ]
+    script = "\n".join([*head, *lines]) + "\n"
+    return subprocess.Popen(
         [sys.executable, "-c", script, db_url], stdout=subprocess.PIPE, text=True
+    )
+
+
+def test_the_writer_process_ends_when_its_parent_is_killed(db_url: str) -> None:
+    parent = _in_a_run_process(
+        db_url,
+        "    print(store._recorder.pid, flush=True)",
+        "    time.sleep(120)",
     )
     try:
         assert parent.stdout is not None
@@ -170,21 +179,15 @@ def test_a_fork_holding_the_pipe_does_not_keep_the_writer_process_alive(db_url: 
     # It used to stop only at the end of its stdin, which a fork of the run's process (a
     # multiprocessing or DataLoader worker) also holds: closing the store then waited 60 s
     # for it and killed it.
-    script = (
-        "import os, sys, time\n"
-        "from deceptwatch.store import Store\n"
-        "store = Store.open(sys.argv[1])\n"
-        "with store.writer_process():\n"
-        "    recorder = store._recorder\n"
-        "    fork = os.fork()\n"
-        "    if fork == 0:\n"
-        "        time.sleep(120)\n"
-        "        os._exit(0)\n"
-        "    print(fork, flush=True)\n"
-        "print(recorder._proc.returncode, flush=True)\n"
-    )
-    run = subprocess.Popen(
-        [sys.executable, "-c", script, db_url], stdout=subprocess.PIPE, text=True
+    run = _in_a_run_process(
+        db_url,
+        "    recorder = store._recorder",
+        "    fork = os.fork()",
+        "    if fork == 0:",
+        "        time.sleep(120)",
+        "        os._exit(0)",
+        "    print(fork, flush=True)",
+        "print(recorder._proc.returncode, flush=True)",
     )
     assert run.stdout is not None
     fork = int(run.stdout.readline())
