@@ -56,6 +56,17 @@ class InputError(DeceptwatchError):
         return self.message
 
 
+def denied(exc: PermissionError) -> InputError:
+    """The input error for a path this user may not read, write or search: the path as
+    the system named it, and the fix."""
+    where = exc.filename if exc.filename is not None else "a file or directory"
+    return InputError(
+        f"{where}: {exc.strerror or 'permission denied'}",
+        hint="give a path that this user may read and write (a directory on the way to it "
+        "may be closed to this user too)",
+    )
+
+
 class MissingExtraError(DeceptwatchError):
     """An optional dependency is needed; the message names the extra to install."""
 

