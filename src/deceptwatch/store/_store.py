@@ -16,13 +16,14 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, func, select, text, update
+from sqlalchemy import Connection, Engine, Select, Table, create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, NoSuchModuleError
 
 from deceptwatch._errors import InputError, mkdir_failure
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.store import _schema as s
+from deceptwatch.store._planner import PlannerStatistics
 from deceptwatch.store._recorder import Recorder, recorder_path
 from deceptwatch.store._retry import BUSY_TIMEOUT_S, retry_conflicts
 from deceptwatch.store._rows import (
@@ -56,6 +57,7 @@ class Store:
         self.dialect = engine.dialect.name
         self._prompts_stored: set[str] = set()  # hashes of prompts committed through this handle
         self._recorder: Recorder | None = None
+        self._planner = PlannerStatistics(engine)  # PostgreSQL: ANALYZE before reading back
 
     @classmethod
     def open(cls, db: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Store:
@@ -329,6 +331,7 @@ class Store:
                 [{"run_id": run_id, "trial_id": t} for t in trial_ids],
                 ["run_id", "trial_id"],
             )
+        self._planner.wrote(len(trial_ids))
 
     @retry_conflicts
     def write_trials(self, run_id: str, rows: Sequence[TrialRow]) -> None:
@@ -376,6 +379,7 @@ class Store:
                     return
                 for t, tuples, replace in tables:
                     fast.insert(conn, t, tuples, replace)
+            self._planner.wrote(len(rows))
         if len(stored) + len(prompts) > _MAX_PROMPTS_REMEMBERED:
             stored.clear()
         stored.update(prompts)
@@ -440,6 +444,7 @@ class Store:
             .group_by(o.c.outcome)
         )
         counts = {"aligned": 0, "defect": 0, "other": 0, "error": 0}
+        self._planner.refresh()
         with self._read() as conn:
             for outcome, n in conn.execute(q):
                 counts[outcome] = int(n)
@@ -470,14 +475,10 @@ class Store:
         condition and outcome take few distinct values and each block id recurs in every
         trial of its block.
         """
-        t, o, rt = s.trials, s.outcomes, s.run_trials
-        q = (
-            select(t.c.scenario_id, t.c.family, t.c.block_id, t.c.condition, o.c.outcome)
-            .select_from(rt.join(t, t.c.id == rt.c.trial_id).join(o, o.c.trial_id == t.c.id))
-            .where(rt.c.run_id == run_id, t.c.model_id == model)
-        )
+        q = outcomes_query(run_id, model)
         seen: dict[str, str] = {}
         shared = seen.setdefault
+        self._planner.refresh()
         with self._read() as conn:
             result = conn.execution_options(stream_results=True, yield_per=10000).execute(q)
             for scenario, family, block, condition, outcome in result:
@@ -500,6 +501,7 @@ class Store:
             .where(rt.c.run_id == run_id, t.c.model_id == model, o.c.outcome == "other")
             .group_by(o.c.method)
         )
+        self._planner.refresh()
         with self._read() as conn:
             rows = [(str(m), int(n)) for m, n in conn.execute(q)]
         return dict(sorted(rows, key=lambda r: (-r[1], r[0])))
@@ -512,6 +514,7 @@ class Store:
             .select_from(rt.join(t, t.c.id == rt.c.trial_id).join(o, o.c.trial_id == t.c.id))
             .where(rt.c.run_id == run_id, t.c.model_id == model)
         )
+        self._planner.refresh()
         with self._read() as conn:
             return {row[0]: row[1] for row in conn.execute(q)}
 
@@ -581,6 +584,16 @@ class Store:
                     text(f"SELECT count(*) FROM {s.metadata.tables[table].name}")
                 ).scalar_one()
             )
+
+
+def outcomes_query(run_id: str, model: str) -> Select[Any]:
+    """(scenario_id, family, block_id, condition, outcome) of each trial of a run's model."""
+    t, o, rt = s.trials, s.outcomes, s.run_trials
+    return (
+        select(t.c.scenario_id, t.c.family, t.c.block_id, t.c.condition, o.c.outcome)
+        .select_from(rt.join(t, t.c.id == rt.c.trial_id).join(o, o.c.trial_id == t.c.id))
+        .where(rt.c.run_id == run_id, t.c.model_id == model)
+    )
 
 
 def model_id(cache_key: Mapping[str, Any]) -> str:
