@@ -61,8 +61,9 @@ class PlannerStatistics:
                 conn.commit()
             with self._lock:  # rows written meanwhile wait for the next time
                 self._unanalyzed -= mine
-        except DBAPIError as exc:  # e.g. a role that may write but does not own the tables
-            # Only the speed of the reads that follow depends on it, not their result.
+        except DBAPIError as exc:  # e.g. a lock not granted within lock_timeout
+            # Only the speed of the reads that follow depends on it, not their result. (For
+            # a role that does not own the tables, the server skips them with a notice.)
             log.warning("could not analyze the store's tables: %s", exc.orig)
 
 
