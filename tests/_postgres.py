@@ -8,9 +8,9 @@ from typing import NoReturn
 
 import pytest
 
-from deceptwatch.testing.postgres import PG_GLOB, PostgresCluster, free_port, postgres_bindir
+from deceptwatch.testing.postgres import PG_GLOB, PostgresCluster, postgres_bindir
 
-__all__ = ["PG_GLOB", "PostgresCluster", "free_port", "missing_postgres", "postgres_bindir"]
+__all__ = ["PG_GLOB", "PostgresCluster", "missing_postgres", "postgres_bindir"]
 
 
 def missing_postgres(reason: str) -> NoReturn:

@@ -128,6 +128,12 @@ class Store:
         """A connection for reading only (on SQLite: a deferred, non-locking transaction)."""
         return self.engine.connect().execution_options(**{READ_ONLY: True})
 
+    def _read_run(self) -> Connection:
+        """`_read`, for reading a run back: on PostgreSQL, with the planner's statistics
+        brought up to date first (see `_planner`)."""
+        self._planner.refresh()
+        return self._read()
+
     def __enter__(self) -> Store:
         return self
 
@@ -444,8 +450,7 @@ class Store:
             .group_by(o.c.outcome)
         )
         counts = {"aligned": 0, "defect": 0, "other": 0, "error": 0}
-        self._planner.refresh()
-        with self._read() as conn:
+        with self._read_run() as conn:
             for outcome, n in conn.execute(q):
                 counts[outcome] = int(n)
         counts["done"] = counts["aligned"] + counts["defect"] + counts["other"]
@@ -478,8 +483,7 @@ class Store:
         q = outcomes_query(run_id, model)
         seen: dict[str, str] = {}
         shared = seen.setdefault
-        self._planner.refresh()
-        with self._read() as conn:
+        with self._read_run() as conn:
             result = conn.execution_options(stream_results=True, yield_per=10000).execute(q)
             for scenario, family, block, condition, outcome in result:
                 yield (
@@ -494,28 +498,20 @@ class Store:
         """Why the `other` trials of a run's model are `other`: the number of each way their
         replies were read (``unreadable``, ``ambiguous``, ``unfinished_reasoning``, ...),
         commonest first."""
-        t, o, rt = s.trials, s.outcomes, s.run_trials
+        o = s.outcomes
         q = (
-            select(o.c.method, func.count())
-            .select_from(rt.join(t, t.c.id == rt.c.trial_id).join(o, o.c.trial_id == t.c.id))
-            .where(rt.c.run_id == run_id, t.c.model_id == model, o.c.outcome == "other")
+            _of_run(run_id, model, o.c.method, func.count())
+            .where(o.c.outcome == "other")
             .group_by(o.c.method)
         )
-        self._planner.refresh()
-        with self._read() as conn:
+        with self._read_run() as conn:
             rows = [(str(m), int(n)) for m, n in conn.execute(q)]
         return dict(sorted(rows, key=lambda r: (-r[1], r[0])))
 
     def trial_outcomes(self, run_id: str, model: str) -> dict[str, str]:
         """Outcome of each stored trial of a run's model, by trial id."""
-        t, o, rt = s.trials, s.outcomes, s.run_trials
-        q = (
-            select(t.c.id, o.c.outcome)
-            .select_from(rt.join(t, t.c.id == rt.c.trial_id).join(o, o.c.trial_id == t.c.id))
-            .where(rt.c.run_id == run_id, t.c.model_id == model)
-        )
-        self._planner.refresh()
-        with self._read() as conn:
+        q = _of_run(run_id, model, s.trials.c.id, s.outcomes.c.outcome)
+        with self._read_run() as conn:
             return {row[0]: row[1] for row in conn.execute(q)}
 
     @retry_conflicts
@@ -586,14 +582,20 @@ class Store:
             )
 
 
-def outcomes_query(run_id: str, model: str) -> Select[Any]:
-    """(scenario_id, family, block_id, condition, outcome) of each trial of a run's model."""
+def _of_run(run_id: str, model: str, *columns: Any) -> Select[Any]:
+    """`columns` of each stored trial (with its outcome) of a run's model."""
     t, o, rt = s.trials, s.outcomes, s.run_trials
     return (
-        select(t.c.scenario_id, t.c.family, t.c.block_id, t.c.condition, o.c.outcome)
+        select(*columns)
         .select_from(rt.join(t, t.c.id == rt.c.trial_id).join(o, o.c.trial_id == t.c.id))
         .where(rt.c.run_id == run_id, t.c.model_id == model)
     )
+
+
+def outcomes_query(run_id: str, model: str) -> Select[Any]:
+    """(scenario_id, family, block_id, condition, outcome) of each trial of a run's model."""
+    t, o = s.trials.c, s.outcomes.c
+    return _of_run(run_id, model, t.scenario_id, t.family, t.block_id, t.condition, o.outcome)
 
 
 def model_id(cache_key: Mapping[str, Any]) -> str:
