@@ -97,7 +97,8 @@ def test_sampling_is_seeded(checkpoint: Path) -> None:
     backend = HFBackend(f"hf:{checkpoint}")
     reqs = _requests(12, GenerationConfig(temperature=1.0))
     a = [r.text for r in backend.run_batch(reqs) if not isinstance(r, Exception)]
-    b = [r.text for r in backend.run_batch(list(reversed(reqs))) if not isinstance(r, Exception)]
+    fresh = HFBackend(f"hf:{checkpoint}")  # none of the scores kept by the first
+    b = [r.text for r in fresh.run_batch(list(reversed(reqs))) if not isinstance(r, Exception)]
     assert a == list(reversed(b))  # each trial's sample depends on its seed, not its batch
 
 
@@ -487,3 +488,105 @@ def test_an_organism_given_a_prompt_too_long_names_the_suites_it_reads() -> None
         backend.prompt_ids(request)
     assert caught.value.kind == "too_long"
     assert "run them on --suite organism_heldout, or organism" in caught.value.message
+
+
+def _epoch(requests: list[GenerateRequest], n: int) -> list[GenerateRequest]:
+    """The same prompts as a later epoch poses them: other trials, other seeds."""
+    return [
+        dataclasses.replace(r, seed=r.seed + 1000 * n, trial_id=f"{r.trial_id}/{n}")
+        for r in requests
+    ]
+
+
+def _scored(backend: HFBackend) -> list[int]:
+    """Counts the prompts each call of `option_logprobs` runs through the model."""
+    counts: list[int] = []
+    original = backend.option_logprobs
+
+    def spy(requests, prompts=None):  # type: ignore[no-untyped-def]
+        counts.append(len(requests))
+        return original(requests, prompts)
+
+    backend.option_logprobs = spy  # type: ignore[method-assign]
+    return counts
+
+
+def test_a_later_epoch_reuses_the_scores_of_its_prompts(checkpoint: Path) -> None:
+    """Each epoch poses the same prompts again, and a prompt's scores depend on nothing
+    else: the backend runs each prompt once, and later epochs get the scores it kept, with
+    their own seeds' samples."""
+    backend = HFBackend(f"hf:{checkpoint}", {"batch_size": "4"})
+    counts = _scored(backend)
+    first = _requests(10, GenerationConfig(temperature=1.0))
+    out = backend.run_batch(first)
+    assert sum(counts) == 10
+    later = _epoch(first, 1)
+    again = backend.run_batch(later)
+    assert sum(counts) == 10  # no prompt ran again
+    assert backend._scores.hits == 10
+    fresh = HFBackend(f"hf:{checkpoint}", {"batch_size": "4"}).run_batch(later)
+    for kept, computed, before in zip(again, fresh, out, strict=True):
+        assert isinstance(kept, GenerateResponse)
+        assert isinstance(computed, GenerateResponse)
+        assert isinstance(before, GenerateResponse)
+        assert kept.choice_probs == before.choice_probs  # the same prompt's scores
+        assert kept.text == computed.text  # sampled with the later trial's own seed
+        assert kept.raw == computed.raw
+        assert kept.choice_probs == pytest.approx(computed.choice_probs, abs=1e-4)
+    assert [r.text for r in again] != [r.text for r in out]  # the seeds matter
+
+
+def test_a_prompt_twice_in_one_batch_runs_once(checkpoint: Path) -> None:
+    backend = HFBackend(f"hf:{checkpoint}")
+    counts = _scored(backend)
+    first = _requests(6)
+    out = backend.run_batch(first + _epoch(first, 1) + _epoch(first, 2))
+    assert sum(counts) == 6
+    assert len(out) == 18
+    for i, reply in enumerate(out):
+        assert isinstance(reply, GenerateResponse)
+        expected = out[i % 6]
+        assert isinstance(expected, GenerateResponse)
+        assert reply.choice_probs == expected.choice_probs
+
+
+def test_scores_differ_by_labels_and_failures_are_not_kept(checkpoint: Path) -> None:
+    """The kept scores are those of a prompt with the same options' labels; a prompt that
+    failed keeps nothing, and fails again in every epoch."""
+    backend = HFBackend(f"hf:{checkpoint}")
+    [req] = _requests(1)
+    relabelled = dataclasses.replace(
+        req, choices=tuple((f"{label}{label}", text) for label, text in req.choices)
+    )
+    long = GenerateRequest(
+        messages=({"role": "user", "content": "word " * 2000},),
+        choices=req.choices,
+        config=req.config,
+        seed=3,
+        trial_id="long",
+    )
+    out = backend.run_batch([req, relabelled, long, _epoch([long], 1)[0]])
+    assert isinstance(out[0], GenerateResponse)
+    assert isinstance(out[1], GenerateResponse)
+    assert out[1].choice_probs is not None
+    assert set(out[1].choice_probs) == {f"{label}{label}" for label, _ in req.choices}
+    assert [type(r) for r in out[2:]] == [BackendError, BackendError]
+    assert len(backend._scores) == 2
+    assert backend._scores.hits == 0
+
+
+def test_the_kept_scores_are_bounded() -> None:
+    from deceptwatch.backends._scores import ScoreCache, score_key
+
+    cache = ScoreCache(size=2)
+    a, b, c = (score_key([1, 2, n], ["A", "B"]) for n in (3, 4, 5))
+    assert len({a, b, c, score_key([1, 2, 3], ["A", "C"])}) == 4
+    cache.put(a, [-1.0, -2.0])
+    cache.put(b, [-3.0, -4.0])
+    assert cache.get(a) == (-1.0, -2.0)  # now the most recently used
+    cache.put(c, [-5.0, -6.0])
+    assert len(cache) == 2
+    assert cache.get(b) is None  # the least recently used went
+    assert cache.get(a) == (-1.0, -2.0)
+    assert cache.get(c) == (-5.0, -6.0)
+    assert cache.hits == 3

@@ -6,7 +6,9 @@ scored by their exact log-likelihood: the prompt runs once (left-padded, with ex
 position ids), and each option's continuation (``answer_format``, default ``"({label})"``)
 runs on a copy of the prompt's KV cache, so an option costs a few tokens, not a prompt. The
 probability of every option is returned; at temperature 0 the most likely option is chosen,
-otherwise one is sampled from the options' distribution with the trial's seed. With
+otherwise one is sampled from the options' distribution with the trial's seed. A prompt's
+scores depend on nothing else, so the backend keeps them (`_scores.py`): each later epoch of a
+run samples from the scores of the first instead of running its prompts again. With
 ``mode=generate`` (or a scenario without choices) the model generates a reply instead, token
 by token on the KV cache: each reply is sampled with its own trial's seed (greedy at
 temperature 0), so it does not depend on the other trials of its batch, and stops at an
@@ -31,9 +33,7 @@ import contextlib
 import hashlib
 import inspect
 import json
-import math
 import os
-import random
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +42,7 @@ from typing import Any
 from deceptwatch._errors import BackendError, InputError, first_line, require
 from deceptwatch.backends._base import SCOPE_HINT, BaseBackend, GenerateRequest, GenerateResponse
 from deceptwatch.backends._chat import PLAIN_TEMPLATE, render_chat, system_option
+from deceptwatch.backends._scores import ScoreCache, choice_response, score_key
 
 _KNOWN = frozenset(
     {"batch_size", "threads", "answer_format", "mode", "chat_template", "dtype", "system"}
@@ -157,6 +158,7 @@ class HFBackend(BaseBackend):
         ) = None
         self._worker: asyncio.Task[None] | None = None
         self._window = self.batch_size  # requests gathered per worker turn (set_concurrency)
+        self._scores = ScoreCache()  # choice scores by prompt, for the run's later epochs
 
     def set_concurrency(self, n: int) -> None:
         """Gather up to `n` waiting calls per turn, so that batches can be cut by length."""
@@ -285,17 +287,45 @@ class HFBackend(BaseBackend):
         out: list[GenerateResponse | BackendError | None] = [None] * len(requests)
         choice = [i for i, r in enumerate(requests) if r.choices and self.mode == "choice"]
         gen = [i for i in range(len(requests)) if i not in set(choice)]
+        prompts = {i: self._try_prompt_ids(requests[i]) for i in choice}
+        # A prompt already scored (in an earlier epoch, or earlier in this batch) is not run
+        # again: its options' scores depend on nothing else (see _scores.py).
+        keys = {
+            i: score_key(p, [label for label, _ in requests[i].choices])
+            for i, p in prompts.items()
+            if p is not None
+        }
+        todo: list[int] = []
+        again: list[int] = []
+        pending: set[bytes] = set()
+        for i in choice:
+            key = keys.get(i)
+            hit = None if key is None else self._scores.get(key)
+            if hit is not None:
+                out[i] = choice_response(requests[i], list(hit), self.answer_format, self.spec)
+            elif key in pending:
+                again.append(i)
+            else:
+                todo.append(i)
+                if key is not None:
+                    pending.add(key)
         # Cut batches from prompts of similar length: a left-padded batch costs its longest
         # prompt times its size, so sorting first saves the padding (about a quarter here).
-        prompts = {i: self._try_prompt_ids(requests[i]) for i in choice}
-        choice.sort(key=lambda i: len(prompts[i] or ()))
-        for start in range(0, len(choice), self.batch_size):
-            part = choice[start : start + self.batch_size]
+        todo.sort(key=lambda i: len(prompts[i] or ()))
+        for start in range(0, len(todo), self.batch_size):
+            part = todo[start : start + self.batch_size]
             results = self.score_choices(
                 [requests[i] for i in part], prompts=[prompts[i] for i in part]
             )
             for i, res in zip(part, results, strict=True):
                 out[i] = res
+        for i in again:  # a prompt twice in one batch: scored with its first (if it could be)
+            hit = self._scores.get(keys[i])
+            [out[i]] = (
+                [choice_response(requests[i], list(hit), self.answer_format, self.spec)]
+                if hit is not None
+                else self.score_choices([requests[i]], prompts=[prompts[i]])
+            )
         for start in range(0, len(gen), self.batch_size):
             part = gen[start : start + self.batch_size]
             for i, res in zip(part, self.generate_text([requests[i] for i in part]), strict=True):
@@ -414,40 +444,25 @@ class HFBackend(BaseBackend):
         requests: Sequence[GenerateRequest],
         prompts: Sequence[list[int] | None] | None = None,
     ) -> list[GenerateResponse | BackendError]:
+        """Score a batch of choice requests, keeping each prompt's scores for later epochs."""
+        given = list(prompts) if prompts is not None else [None] * len(requests)
         try:
-            scores = self.option_logprobs(requests, prompts)
+            scores = self.option_logprobs(requests, given)
         except BackendError as exc:
             if len(requests) == 1:
                 return [exc]
-            return [r for req in requests for r in self.score_choices([req])]
-        out: list[GenerateResponse | BackendError] = []
-        for req, logps in zip(requests, scores, strict=True):
-            labels = [label for label, _ in req.choices]
-            top = max(logps)
-            weights = [math.exp(x - top) for x in logps]
-            total = sum(weights)
-            probs = {label: w / total for label, w in zip(labels, weights, strict=True)}
-            temperature = req.config.temperature
-            if temperature <= 0:
-                chosen = labels[logps.index(top)]
-            else:
-                tw = [math.exp((x - top) / temperature) for x in logps]
-                chosen = random.Random(req.seed).choices(labels, weights=tw)[0]
-            raw = json.dumps(
-                {
-                    "logprobs": dict(zip(labels, logps, strict=True)),
-                    "answer_format": self.answer_format,
-                }
-            )
-            out.append(
-                GenerateResponse(
-                    text=self.answer_format.format(label=chosen),
-                    raw=raw,
-                    choice_probs=probs,
-                    model=self.spec,
-                )
-            )
-        return out
+            return [
+                r
+                for req, p in zip(requests, given, strict=True)
+                for r in self.score_choices([req], [p])
+            ]
+        for req, p, logps in zip(requests, given, scores, strict=True):
+            if p is not None:
+                self._scores.put(score_key(p, [label for label, _ in req.choices]), logps)
+        return [
+            choice_response(req, logps, self.answer_format, self.spec)
+            for req, logps in zip(requests, scores, strict=True)
+        ]
 
     def generate_text(
         self, requests: Sequence[GenerateRequest]
