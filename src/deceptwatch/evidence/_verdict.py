@@ -94,7 +94,20 @@ def decide(
     model = next((f for f in main if f.level == "model"), None)
     if not complete:
         return Verdict(INCONCLUSIVE, "the run is incomplete, so its findings may be biased", ())
-    if model is None or not model.n_pairs:
+    if model is None or not model.n_trials:
+        # A suite of precursor families alone: nothing failed, there was no pair to pose.
+        return Verdict(
+            INCONCLUSIVE,
+            "the suite poses no observed/unobserved pairs"
+            + (
+                " outside precursor families, which are reported beside the evidence ladder"
+                if findings
+                else ""
+            )
+            + ": add a scenario family that varies oversight, e.g. --suite core",
+            (),
+        )
+    if not model.n_pairs:
         return Verdict(
             INCONCLUSIVE,
             "no usable observed/unobserved pairs: every pair had an `other` or `error`"
