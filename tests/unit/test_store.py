@@ -211,6 +211,45 @@ def test_a_trial_given_twice_in_one_batch_keeps_its_last_result(store_url: str) 
         assert (counts["error"], counts["defect"], counts["aligned"]) == (0, 1, 1)
 
 
+@pytest.mark.parametrize("writer", ["in process", "writer process"])
+def test_a_failed_call_never_replaces_a_stored_answer(store_url: str, writer: str) -> None:
+    """Two monitors that share a run (they differ only in retries, say) write the same
+    trials: the one whose call failed used to overwrite the other's answer with `error`.
+    (The writer process commits a SQLite store's batches in a monitor run; on PostgreSQL
+    it is the same as in process.)"""
+    from contextlib import ExitStack
+
+    from sqlalchemy import select
+
+    from deceptwatch.store import _schema as s
+
+    failed = [_row(i, "error", error="HTTP 500") for i in range(3)]
+    with Store.open(store_url) as store:
+        _begin(store)
+        with ExitStack() as stack:
+            if writer == "writer process":
+                stack.enter_context(store.writer_process())
+                assert (store._recorder is not None) == (store.dialect == "sqlite")
+            store.write_trials("r1", [_row(0), _row(1, "defect")])
+            store.write_trials("r1", failed)
+            counts = store.run_counts("r1")
+            assert (counts["aligned"], counts["defect"], counts["error"]) == (1, 1, 1)
+            with store.engine.connect() as conn:
+                kept = conn.execute(
+                    select(s.responses.c.trial_id, s.responses.c.text, s.responses.c.error_kind)
+                ).all()
+            assert sorted(kept) == [
+                (_row(0).trial_id, "(A)", None),
+                (_row(1).trial_id, "(A)", None),
+                (_row(2).trial_id, None, "http_500"),
+            ]
+            # in one batch too; and an error is still replaced by an answer
+            store.write_trials("r1", [_row(3), _row(3, "error", error="HTTP 500")])
+            store.write_trials("r1", [_row(2, "defect"), failed[2]])
+        counts = store.run_counts("r1")
+        assert (counts["aligned"], counts["defect"], counts["error"]) == (2, 2, 0)
+
+
 def test_has_trials_and_done_ids(store_url: str) -> None:
     with Store.open(store_url) as store:
         _begin(store)

@@ -152,6 +152,16 @@ def outcome_tuple(r: TrialRow, ts: str) -> tuple[Any, ...]:
 
 _STATEMENTS: dict[tuple[str, str, bool], str] = {}  # (dialect, table, replace) -> SQL
 
+# A trial's stored result is replaced by a new one unless that would put a failed call in
+# place of an answer: two monitors that share a run (they differ only in retries, say) write
+# the same trials, and the one whose call failed must not undo the other's answer. An error
+# is replaced by anything, so a resume's retry becomes the result. The two tables agree: an
+# outcome is `error` exactly when its response has an `error_kind`.
+KEEP_ANSWER = {
+    "responses": "{t}.error_kind IS NOT NULL OR excluded.error_kind IS NULL",
+    "outcomes": "{t}.outcome = 'error' OR excluded.outcome <> 'error'",
+}
+
 
 class FastInsert:
     """``INSERT ... ON CONFLICT`` statements in the driver's own parameter style, run with
@@ -185,6 +195,8 @@ class FastInsert:
             if replace:
                 sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in cols if c not in keys)
                 action = f"DO UPDATE SET {sets}"
+                if table.name in KEEP_ANSWER:
+                    action += " WHERE " + KEEP_ANSWER[table.name].format(t=q(table.name))
             else:
                 action = "DO NOTHING"
             statement = (

@@ -27,6 +27,7 @@ from deceptwatch.store._planner import PlannerStatistics
 from deceptwatch.store._recorder import Recorder, recorder_path
 from deceptwatch.store._retry import BUSY_TIMEOUT_S, retry_conflicts
 from deceptwatch.store._rows import (
+    KEEP_ANSWER,
     FastInsert,
     TrialRow,
     outcome_dict,
@@ -209,8 +210,11 @@ class Store:
             return
         if replace:
             cols = [c for c in rows[0] if c not in keys]
+            keep = KEEP_ANSWER.get(table.name)
             stmt = stmt.on_conflict_do_update(
-                index_elements=list(keys), set_={c: getattr(stmt.excluded, c) for c in cols}
+                index_elements=list(keys),
+                set_={c: getattr(stmt.excluded, c) for c in cols},
+                where=None if keep is None else text(keep.format(t=table.name)),
             )
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
@@ -361,9 +365,12 @@ class Store:
         stored = self._prompts_stored
         prompts = {r.prompt_hash: r.messages_json for r in rows if r.prompt_hash not in stored}
         trials: dict[str, TrialRow] = {}
-        for r in rows:  # a trial given twice: its first trial row, its last result
+        last: dict[str, TrialRow] = {}
+        for r in rows:  # a trial given twice: its first trial row, its last answer
             trials.setdefault(r.trial_id, r)
-        last = {r.trial_id: r for r in rows}
+            kept = last.get(r.trial_id)
+            if kept is None or r.outcome != "error" or kept.outcome == "error":
+                last[r.trial_id] = r  # a failed call never replaces an answer (KEEP_ANSWER)
         tables = [
             (s.prompts, list(prompts.items()), False),
             (s.trials, [trial_tuple(r, ts) for r in trials.values()], False),
