@@ -91,3 +91,12 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 def pg_url(postgres_cluster: PostgresCluster) -> str:
     """A fresh, empty database on the session's PostgreSQL cluster."""
     return postgres_cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, db_url: str) -> str:
+    """A fresh store URL on each database: SQLite in a temp dir, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return db_url
+    url: str = request.getfixturevalue("pg_url")
+    return url

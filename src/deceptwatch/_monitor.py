@@ -14,6 +14,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from deceptwatch._errors import InputError, StoreError, first_line
 from deceptwatch._ids import MAX_SEED
 from deceptwatch._preflight import preflight
@@ -522,6 +524,11 @@ async def monitor_async(
     except BaseException as exc:
         if begun:
             _end_failed_run(store, run_id, exc)
+        if isinstance(exc, DBAPIError):  # a read of the store, or a write outside the writer
+            raise StoreError(
+                f"the store failed ({type(exc.orig).__name__}: {first_line(exc.orig or exc)}); "
+                "what was committed is kept: rerun the same command to resume"
+            ) from exc
         raise
     finally:
         for b in bks:

@@ -51,15 +51,6 @@ def _row(i: int, outcome: str = "aligned", error: str | None = None) -> TrialRow
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, db_url: str) -> str:
-    """A fresh store URL on each database: SQLite in a temp dir, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        return db_url
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def _begin(store: Store, run_id: str = "r1") -> None:
     store.begin_run(
         run_id, config={"x": 1}, models=[("mock:", {"spec": "mock:"}, {})], scenarios=[], n_trials=4

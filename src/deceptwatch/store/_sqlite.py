@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
@@ -39,3 +41,28 @@ def sqlite_setup(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def foreign_tables(path: str) -> list[str]:
+    """The tables of the SQLite database at `path` if it is another program's (it has tables
+    and no deceptwatch schema), read without writing to it: a store must not add its tables
+    to such a file, nor turn it to WAL mode. Empty for a new or empty file, a deceptwatch
+    store, and a file SQLite cannot read (opening the store reports that)."""
+    file = Path(path)
+    if not file.is_file() or file.stat().st_size == 0:
+        return []
+    try:
+        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            names = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )
+            ]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+    return [] if "schema_migrations" in names else sorted(names)

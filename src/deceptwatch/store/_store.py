@@ -25,7 +25,7 @@ from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.store import _schema as s
 from deceptwatch.store._planner import PlannerStatistics
 from deceptwatch.store._recorder import Recorder, recorder_path
-from deceptwatch.store._retry import BUSY_TIMEOUT_S, retry_conflicts
+from deceptwatch.store._retry import BUSY_TIMEOUT_S, retry_conflicts, writable
 from deceptwatch.store._rows import (
     KEEP_ANSWER,
     FastInsert,
@@ -38,7 +38,7 @@ from deceptwatch.store._rows import (
     trial_dict,
     trial_tuple,
 )
-from deceptwatch.store._sqlite import READ_ONLY, sqlite_setup
+from deceptwatch.store._sqlite import READ_ONLY, foreign_tables, sqlite_setup
 from deceptwatch.store._url import resolve_db_url
 
 RUNNING, COMPLETE, INCOMPLETE = "running", "complete", "incomplete"
@@ -66,7 +66,9 @@ class Store:
         parsed = make_url(url)
         shown = parsed.render_as_string(hide_password=True)
         if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
+            # A file's path, not an SQLite URI (file:...?mode=ro&uri=true): that names a file
+            # that SQLite itself opens, or fails to open, as its options say.
+            if parsed.database and parsed.database != ":memory:" and "uri" not in parsed.query:
                 if Path(parsed.database).is_dir():  # SQLite says "unable to open database file"
                     raise InputError(
                         f"the store {shown} is a directory",
@@ -82,6 +84,14 @@ class Store:
                         f"{mkdir_failure(parent, exc)}",
                         hint="give --db a path in a writable directory",
                     ) from None
+                foreign = foreign_tables(parsed.database)
+                if foreign:
+                    raise InputError(
+                        f"{parsed.database} is another program's SQLite database, not a "
+                        f"deceptwatch store: it holds {', '.join(foreign[:5])}"
+                        + (f" and {len(foreign) - 5} more tables" if len(foreign) > 5 else ""),
+                        hint="give --db a deceptwatch store or a new file's path",
+                    )
             engine = create_engine(url)
             sqlite_setup(engine)
         else:
@@ -276,7 +286,7 @@ class Store:
             }
             for r in scenarios
         ]
-        with self.engine.begin() as conn:
+        with writable(self.engine), self.engine.begin() as conn:  # a run's first write
             self._insert(conn, s.models, model_rows, ["id"])
             self._insert(conn, s.scenarios, scenario_rows, ["content_hash"])
             self._insert(
