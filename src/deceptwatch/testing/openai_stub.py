@@ -90,7 +90,8 @@ class PolicyIndex:
     """Maps an option text to its scenario, to find labels and cues from the prompt."""
 
     def __init__(self, records: Sequence[ScenarioRecord]) -> None:
-        self.by_option: dict[str, _ScenarioIndex] = {}
+        # an option's text -> the scenarios offering it (scenarios may share an option)
+        self.by_option: dict[str, list[_ScenarioIndex]] = {}
         self.envs: list[_EnvIndex] = []
         for r in records:
             sc = r.scenario
@@ -115,14 +116,25 @@ class PolicyIndex:
                 unwatched_cues=tuple(cues),
             )
             for c in sc.choices:
-                self.by_option[c.text.strip()] = entry
+                self.by_option.setdefault(c.text.strip(), []).append(entry)
 
     def choose(self, policy: str, messages: Sequence[dict[str, Any]]) -> str:
         if policy == "instant":
             return "(A)"
         prompt = "\n".join(str(m.get("content", "")) for m in messages)
         options = {text.strip(): label for label, text in _OPTION.findall(prompt)}
-        entry = next((self.by_option[t] for t in options if t in self.by_option), None)
+        # the scenarios offering these options; of several (the same options under other
+        # cues), the one whose unwatched cue the prompt holds, if any
+        offering = [
+            e
+            for t in options
+            for e in self.by_option.get(t, ())
+            if e.aligned_text in options and e.defect_text in options
+        ]
+        entry = next(
+            (e for e in offering if any(c in prompt for c in e.unwatched_cues)),
+            offering[0] if offering else None,
+        )
         if entry is None:
             env = next((e for e in self.envs if e.key and e.key in prompt), None)
             if env is not None:
