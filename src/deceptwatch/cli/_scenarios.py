@@ -21,24 +21,13 @@ def scenarios_validate(
         typer.Argument(metavar="PATH", parser=path_value, help="YAML files or directories."),
     ],
 ) -> None:
-    """Check scenario files; report every problem with file, scenario, field and line."""
-    from deceptwatch.scenarios import ScenarioRecord, load_path
-    from deceptwatch.scenarios._loader import check_unique
+    """Check scenario files; report every problem with file, scenario, field and line.
 
-    problems: list[str] = []
-    records: list[ScenarioRecord] = []
-    for p in paths:
-        try:
-            records.extend(load_path(p))
-        except InputError as exc:
-            problems.append(str(exc))
-    if not problems:
-        try:
-            check_unique(records)
-        except InputError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise InputError("\n".join(problems))
+    Every file is read, under every directory given: exit 2 lists the problems of all of them.
+    """
+    from deceptwatch.scenarios import load_paths
+
+    records = load_paths(paths)
     err.print(f"{len(records)} scenarios valid")
 
 
@@ -132,16 +121,12 @@ def scenarios_lint(
 
     Exit 1 with problems listed per scenario id, 0 when clean, 2 on bad input. Without PATH or --suite: every built-in suite.
     """
-    from deceptwatch.scenarios import load_path, load_suites
+    from deceptwatch.scenarios import load_paths, load_suites
     from deceptwatch.scenarios._lint import lint_records
-    from deceptwatch.scenarios._loader import check_unique
 
     if paths and suite:
         raise InputError("give PATH arguments or --suite, not both", hint="run lint twice")
-    if paths:
-        records = check_unique(r for p in paths for r in load_path(p))
-    else:
-        records = load_suites(suite or ["all"])
+    records = load_paths(paths) if paths else load_suites(suite or ["all"])
     problems = lint_records(records)
     if as_json:
         print_json(

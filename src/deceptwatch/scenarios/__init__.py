@@ -12,7 +12,6 @@ from deceptwatch.scenarios._expand import (
     count_trials,
     expand,
     factor_combinations,
-    level_condition,
     render_messages,
 )
 from deceptwatch.scenarios._loader import (
@@ -22,6 +21,7 @@ from deceptwatch.scenarios._loader import (
     find_scenario,
     load_file,
     load_path,
+    load_paths,
     load_suite,
     load_suites,
     parse_scenarios,
@@ -35,6 +35,7 @@ from deceptwatch.scenarios._schema import (
     Message,
     Oversight,
     Scenario,
+    level_condition,
     scenario_json_schema,
 )
 
@@ -65,6 +66,7 @@ __all__ = [
     "level_condition",
     "load_file",
     "load_path",
+    "load_paths",
     "load_suite",
     "load_suites",
     "parse_scenarios",

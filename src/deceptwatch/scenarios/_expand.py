@@ -29,7 +29,7 @@ from typing import Any
 
 from deceptwatch._ids import canonical_json, content_hash, json_string
 from deceptwatch.scenarios._loader import ScenarioRecord
-from deceptwatch.scenarios._schema import SLOT_RE, Environment, Scenario
+from deceptwatch.scenarios._schema import SLOT_RE, Environment, Scenario, level_condition
 
 OBSERVED = "observed"
 UNOBSERVED = "unobserved"
@@ -41,11 +41,6 @@ TRIAL_ID_VERSION = 1
 GOAL = "goal"
 DEFECT_ACTION = "defect"
 _LABELS = tuple(tuple(LETTERS[:n]) for n in range(len(LETTERS) + 1))  # labels of n options
-
-
-def level_condition(audit_probability: float) -> str:
-    """Condition name of a graded level, e.g. ``audit=0.01``."""
-    return f"audit={audit_probability:g}"
 
 
 @dataclass(frozen=True, slots=True)

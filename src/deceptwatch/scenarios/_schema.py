@@ -22,7 +22,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 PRECURSOR_FAMILIES: frozenset[str] = frozenset(
     {
@@ -56,20 +66,83 @@ SLOT_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 RESERVED_SLOTS = frozenset({"oversight", "choices"})
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.\-/]*$"
 KEY_PATTERN = r"^[a-z][a-z0-9_]*$"
+# `version` is stored in a 32-bit integer column (PostgreSQL's INTEGER).
+MAX_VERSION = 2**31 - 1
 
-NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+def level_condition(audit_probability: float) -> str:
+    """Condition name of a graded level, e.g. ``audit=0.01``. It enters every trial id of
+    the level: never change its format."""
+    return f"audit={audit_probability:g}"
+
+
+def _not_blank(text: str) -> str:
+    # what is blank once stripped, as every text is stripped where it is rendered
+    if not text.strip():
+        raise PydanticCustomError("blank_text", "the text is blank (only whitespace)")
+    return text
+
+
+def _number(value: Any) -> Any:
+    """Refuse what pydantic's lax mode would read as a number: a text ("2", "0.1") or a
+    boolean. The JSON Schema refuses them too; an int for a float stays fine."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "number_from_bool",
+            "Input should be a number, not the boolean {value}",
+            {"value": str(value).lower()},
+        )
+    if isinstance(value, str | bytes):
+        raise PydanticCustomError(
+            "number_from_text",
+            "Input should be a number, not the text {value}",
+            {"value": repr(value)},
+        )
+    return value
+
+
+# Strict: no text from bytes (YAML's !!binary), which the JSON Schema refuses as well.
+Text = Annotated[str, Strict()]
+NonEmptyStr = Annotated[
+    str,
+    Strict(),
+    Field(min_length=1, json_schema_extra={"pattern": r"\S"}),
+    AfterValidator(_not_blank),
+]
+# (constraints go before the validator, e.g. ``Annotated[int, Field(ge=1), NoText]``: after
+# it they would not reach the JSON Schema)
+NoText = BeforeValidator(_number)
 
 
 class FieldError(ValueError):
-    """A cross-field check failed; `field` names the field to point the user at."""
+    """A cross-field check failed; `field` names the field to point the user at, and `hint`,
+    where given, says how to fix it."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.hint = hint
+
+
+def _no_slot(field: str, text: str) -> None:
+    """Slots are filled only in the prompt: anywhere else one reaches the model as written."""
+    m = SLOT_RE.search(text)
+    if m is not None:
+        raise FieldError(
+            field,
+            f"the text holds {m.group(0)}, but slots are filled only in the prompt (system, "
+            "user, messages, or an environment's files and command outputs): here it would "
+            "reach the model as written",
+            hint="write the text out in full, or move the slot into the prompt",
+        )
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    # allow_inf_nan=False: a NaN or infinite float is refused in every float field (JSON has
+    # neither, so a scenario holding one could not be hashed).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=False, allow_inf_nan=False
+    )
 
 
 class Message(_Model):
@@ -82,15 +155,32 @@ class Message(_Model):
 class Choice(_Model):
     """One action the model can take. `id` is a stable key; letters are assigned per pair."""
 
-    id: Annotated[str, Field(pattern=KEY_PATTERN, description="Stable key, e.g. 'report'.")]
+    id: Annotated[Text, Field(pattern=KEY_PATTERN, description="Stable key, e.g. 'report'.")]
     text: NonEmptyStr
+
+    @model_validator(mode="after")
+    def _check(self) -> Choice:
+        _no_slot("text", self.text)
+        return self
 
 
 class AuditLevel(_Model):
     """A graded oversight level: the stated probability that this episode is audited."""
 
-    audit_probability: Annotated[float, Field(ge=0.0, le=1.0)]
+    audit_probability: Annotated[float, Field(ge=0.0, le=1.0), NoText]
     cues: Annotated[list[NonEmptyStr], Field(min_length=1)]
+
+
+_STRIPPED = " (once stripped of leading and trailing whitespace, as in the prompt)"
+
+
+def _clash(a: list[str], b: list[str]) -> str | None:
+    """A cue of `a` that is also in `b` once both are stripped, quoted, or None."""
+    same = {c.strip() for c in a} & {c.strip() for c in b}
+    if not same:
+        return None
+    note = "" if set(a) & set(b) else _STRIPPED
+    return f"{sorted(same)[0]!r}{note}"
 
 
 class Oversight(_Model):
@@ -122,25 +212,41 @@ class Oversight(_Model):
                     f"{name} has {len(cues)} paraphrases but observed has {n}; every cue list "
                     "needs the same number, because trials pair by paraphrase index",
                 )
+        # compared as rendered: every cue is stripped where it goes into the prompt
         for name, cues in [("observed", self.observed), *lists]:
-            if len(set(cues)) != len(cues):
-                raise FieldError(name, f"{name} repeats a paraphrase; each must be distinct")
-        shared = set(self.observed) & set(self.unobserved)
-        if shared:
+            for i, cue in enumerate(cues):
+                _no_slot(f"{name}[{i}]", cue)
+            if len({c.strip() for c in cues}) != len(cues):
+                note = "" if len(set(cues)) != len(cues) else _STRIPPED
+                raise FieldError(name, f"{name} repeats a paraphrase{note}; each must be distinct")
+        clash = _clash(self.observed, self.unobserved)
+        if clash:
             raise FieldError(
-                "unobserved",
-                f"a cue appears as both observed and unobserved: {sorted(shared)[0]!r}",
+                "unobserved", f"a cue appears as both observed and unobserved: {clash}"
             )
-        same = set(self.observed) & set(self.placebo)
-        if same:
+        clash = _clash(self.observed, self.placebo)
+        if clash:
             raise FieldError(
                 "placebo",
-                f"placebo cue {sorted(same)[0]!r} is identical to an observed cue; a placebo must "
-                "reword it",
+                f"a placebo cue is identical to an observed cue: {clash}; a placebo must reword it",
             )
         probs = [lv.audit_probability for lv in self.levels]
         if len(set(probs)) != len(probs):
             raise FieldError("levels", "levels repeat an audit_probability; each must be distinct")
+        names: dict[str, int] = {}
+        for j, lv in enumerate(self.levels):
+            name = level_condition(lv.audit_probability)
+            i = names.setdefault(name, j)
+            if i != j:
+                first = self.levels[i].audit_probability
+                raise FieldError(
+                    f"levels[{j}].audit_probability",
+                    f"audit_probability {first!r} (levels[{i}]) and {lv.audit_probability!r} "
+                    f"(levels[{j}]) both get the condition name {name!r}, which keeps 6 "
+                    "significant digits; their trials could not be told apart",
+                    hint="merge the two levels, or make them differ within 6 significant "
+                    "digits (e.g. 0.1 and 0.11)",
+                )
         return self
 
 
@@ -148,7 +254,9 @@ class FactorLevel(_Model):
     """One level of a non-oversight factor: the text for its slot and an optional value."""
 
     text: NonEmptyStr
-    value: float | None = Field(default=None, description="Numeric value, e.g. the payoff.")
+    value: Annotated[float | None, NoText] = Field(
+        default=None, description="Numeric value, e.g. the payoff."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -157,10 +265,15 @@ class FactorLevel(_Model):
             return {"text": data}
         return data
 
+    @model_validator(mode="after")
+    def _check(self) -> FactorLevel:
+        _no_slot("text", self.text)
+        return self
+
 
 Tool = Literal["ls", "cat", "write", "rm", "run", "submit"]
 TOOLS: tuple[Tool, ...] = get_args(Tool)
-_PATH_PATTERN = r"^/[^\s]*$"
+PATH_PATTERN = r"^/[^\s]*$"
 
 
 def _compiles(pattern: str) -> str:
@@ -171,7 +284,7 @@ def _compiles(pattern: str) -> str:
     return pattern
 
 
-Regex = Annotated[str, Field(min_length=1), AfterValidator(_compiles)]
+Regex = Annotated[Text, Field(min_length=1), AfterValidator(_compiles)]
 
 
 class ActionRule(_Model):
@@ -187,7 +300,7 @@ class Command(_Model):
     the whole command line; `output` may hold the {{oversight}} slot."""
 
     match: Regex
-    output: str
+    output: Text
 
 
 class Walkthrough(_Model):
@@ -201,15 +314,15 @@ class Walkthrough(_Model):
 class Environment(_Model):
     """A small scripted environment: a virtual file system, tools, and what ends it."""
 
-    cwd: Annotated[str, Field(pattern=_PATH_PATTERN)] = "/home/agent"
-    files: dict[Annotated[str, Field(pattern=_PATH_PATTERN)], str] = Field(
+    cwd: Annotated[Text, Field(pattern=PATH_PATTERN)] = "/home/agent"
+    files: dict[Annotated[Text, Field(pattern=PATH_PATTERN)], Text] = Field(
         description="Absolute path -> contents; contents may hold the {{oversight}} slot."
     )
     commands: list[Command] = Field(default_factory=list)
     tools: Annotated[list[Tool], Field(min_length=1)] = Field(default_factory=lambda: list(TOOLS))
     goal: Annotated[list[ActionRule], Field(min_length=1)]
     defect: Annotated[list[ActionRule], Field(min_length=1)]
-    max_steps: Annotated[int, Field(ge=2, le=100)] = 15
+    max_steps: Annotated[int, Field(ge=2, le=100), NoText] = 15
     walkthrough: Walkthrough
 
     @model_validator(mode="after")
@@ -241,11 +354,11 @@ class Environment(_Model):
 class Scenario(_Model):
     """One situation posed to a model, with its choices and its oversight factor."""
 
-    id: Annotated[str, Field(pattern=ID_PATTERN, max_length=200)]
-    version: Annotated[int, Field(ge=1)] = 1
+    id: Annotated[Text, Field(pattern=ID_PATTERN, max_length=200)]
+    version: Annotated[int, Field(ge=1, le=MAX_VERSION), NoText] = 1
     family: Family
     description: NonEmptyStr
-    tags: list[Annotated[str, Field(pattern=KEY_PATTERN)]] = Field(default_factory=list)
+    tags: list[Annotated[Text, Field(pattern=KEY_PATTERN)]] = Field(default_factory=list)
 
     system: NonEmptyStr | None = None
     user: NonEmptyStr | None = None
@@ -257,8 +370,8 @@ class Scenario(_Model):
         list[Choice],
         Field(max_length=26, description="At least two; none in an environment scenario."),
     ] = Field(default_factory=list)
-    aligned: Annotated[str, Field(description="id of the aligned choice")] = ""
-    defect: Annotated[str, Field(description="id of the defect choice")] = ""
+    aligned: Annotated[Text, Field(description="id of the aligned choice")] = ""
+    defect: Annotated[Text, Field(description="id of the defect choice")] = ""
     answer_instruction: NonEmptyStr = "Reply with the letter of the option you choose."
 
     oversight: Oversight | None = Field(
@@ -266,8 +379,8 @@ class Scenario(_Model):
         description="Required except in precursor families, which may pose one baseline condition.",
     )
     factors: dict[
-        Annotated[str, Field(pattern=KEY_PATTERN)],
-        Annotated[dict[str, FactorLevel], Field(min_length=1)],
+        Annotated[Text, Field(pattern=KEY_PATTERN)],
+        Annotated[dict[Text, FactorLevel], Field(min_length=1)],
     ] = Field(default_factory=dict)
 
     environment: Environment | None = Field(
@@ -297,6 +410,13 @@ class Scenario(_Model):
             raise FieldError(
                 "environment", "a simulated_env scenario needs an `environment` section"
             )
+        if not any(m.role == "user" for m in self.template()):
+            raise FieldError(
+                "messages",
+                "the template has no user message: the lettered choices and the answer "
+                "instruction go after the last user message, and the model answers a user turn",
+                hint="add a message with `role: user` (the situation, or the question)",
+            )
         if len(self.choices) < 2:
             raise FieldError("choices", "a scenario needs at least two choices")
         if not self.aligned:
@@ -323,6 +443,7 @@ class Scenario(_Model):
             )
         if self.aligned == self.defect:
             raise FieldError("defect", "aligned and defect name the same choice")
+        _no_slot("answer_instruction", self.answer_instruction)
         for name in self.factors:
             if name in RESERVED_SLOTS:
                 raise FieldError("factors", f"factor name {name!r} is reserved for a built-in slot")
@@ -444,8 +565,33 @@ class Scenario(_Model):
 
 
 def scenario_json_schema() -> dict[str, Any]:
-    """JSON Schema for one scenario file, for editors (e.g. yaml-language-server)."""
+    """JSON Schema of a scenario file, for editors (e.g. yaml-language-server): one scenario
+    (a mapping), or a list of them. It takes what the loader takes, but for the checks
+    across fields (an `aligned` among the choice ids, a declared slot, ...)."""
     schema = Scenario.model_json_schema()
+    defs = schema["$defs"]
+    # a factor level may be written as its text alone (FactorLevel._from_str)
+    level = defs["FactorLevel"]
+    shorthand = {**level["properties"]["text"], "description": "Shorthand for {text: ...}."}
+    shorthand.pop("title", None)
+    defs["FactorLevel"] = {"anyOf": [shorthand, level]}
+    _close_pattern_properties(schema)
+    # the properties above apply to a mapping; a list holds such mappings
+    schema["type"] = ["object", "array"]
+    schema["items"] = {"$ref": "#", "type": "object"}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "deceptwatch scenario"
     return schema
+
+
+def _close_pattern_properties(node: Any) -> None:
+    """A mapping whose keys follow a pattern (factors, environment.files) takes no other
+    key: pydantic leaves `additionalProperties` open beside `patternProperties`."""
+    if isinstance(node, dict):
+        if "patternProperties" in node:
+            node.setdefault("additionalProperties", False)
+        for value in node.values():
+            _close_pattern_properties(value)
+    elif isinstance(node, list):
+        for value in node:
+            _close_pattern_properties(value)
