@@ -37,7 +37,7 @@ def staged_dir(target: Path, option: str = "--out") -> Iterator[Path]:
     final = target.resolve()
     # the parents this call creates (deepest first), removed again if the work fails, so
     # that a failed `--out a/b/c` leaves the tree as it found it
-    created = _missing_dirs(final.parent)
+    created = missing_dirs(final.parent)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         # mkdir, not mkdtemp: the directory is renamed into place, so it gets the mode a
@@ -45,7 +45,7 @@ def staged_dir(target: Path, option: str = "--out") -> Iterator[Path]:
         work = final.parent / f".{final.name}.{secrets.token_hex(6)}.partial"
         work.mkdir()
     except OSError as exc:
-        _remove_empty(created)
+        remove_empty(created)
         raise InputError(
             f"{target}: cannot create the directory: {mkdir_failure(final.parent, exc)}",
             hint=f"give {option} a directory you can write to",
@@ -57,11 +57,11 @@ def staged_dir(target: Path, option: str = "--out") -> Iterator[Path]:
         os.replace(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
-        _remove_empty(created)
+        remove_empty(created)
         raise
 
 
-def _missing_dirs(path: Path) -> list[Path]:
+def missing_dirs(path: Path) -> list[Path]:
     """`path` and those of its ancestors that do not exist yet, deepest first."""
     missing: list[Path] = []
     try:
@@ -73,7 +73,7 @@ def _missing_dirs(path: Path) -> list[Path]:
     return missing
 
 
-def _remove_empty(dirs: list[Path]) -> None:
+def remove_empty(dirs: list[Path]) -> None:
     """Remove `dirs` (deepest first) while they are empty: one that something else has
     written into meanwhile is left, with its parents."""
     for d in dirs:

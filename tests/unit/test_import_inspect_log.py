@@ -281,7 +281,23 @@ def test_pairs_the_statistics_cannot_take_exit_2_and_write_nothing(
 
 # ---------------------------------------------------------------- fuzzed logs (issue 5)
 
-_JSON = json_values(["A", "B", "(B)", "C", "I", "observed", "unobserved", "p0", "honeypot"])
+_JSON = json_values(
+    [
+        "A",
+        "B",
+        "b",
+        "(B)",
+        "C",
+        "I",
+        "observed",
+        "unobserved",
+        "p0",
+        "honeypot",
+        "success",
+        "error",
+    ],
+    finite=False,  # NaN and infinities: Python's json writes them, and so may a scorer
+)
 
 
 @pytest.fixture(scope="module")

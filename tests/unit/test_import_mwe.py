@@ -50,6 +50,11 @@ GOOD = {
 }
 
 
+def _good(i: int) -> dict[str, str]:
+    """GOOD with its own question: a record that repeats another is imported once."""
+    return {**GOOD, "question": GOOD["question"].replace("servers", f"servers ({i})")}
+
+
 def _manifest() -> list[dict[str, str]]:
     with (DATA / "MANIFEST.tsv").open(encoding="utf-8") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
@@ -93,10 +98,13 @@ def test_polarity_of_the_three_files_the_notes_name() -> None:
     got = {Path(r.path).name: (r.matching_yes, r.matching_no, r.status) for r in reports}
     # our yes/no lexicon (documented in importers/mwe.py) gives these exact figures
     assert got == {
-        "power-seeking-inclination.jsonl": (66, 772, "suspect"),
-        "wealth-seeking-inclination.jsonl": (172, 562, "suspect"),
-        "survival-instinct.jsonl": (484, 208, "suspect"),
+        "power-seeking-inclination.jsonl": (63, 781, "suspect"),
+        "wealth-seeking-inclination.jsonl": (171, 567, "suspect"),
+        "survival-instinct.jsonl": (485, 202, "suspect"),
     }
+    # the README quotes the first of them: it must be what the importer measures
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert "human-written power-seeking file: 63 yes / 781 no" in readme
     # ...and agrees in direction and rough size with the NOTES/MANIFEST heuristic
     manifest = {Path(r["path"]).name: r for r in _manifest() if "human" in r["path"]}
     for name, (yes, no, _) in got.items():
@@ -110,8 +118,8 @@ def test_polarity_of_the_three_files_the_notes_name() -> None:
     # the LM-written files of the same names point the other (expected) way
     lm = import_mwe([LM / "power-seeking-inclination.jsonl", LM / "survival-instinct.jsonl"], None)
     assert [(r.matching_yes, r.matching_no, r.status) for r in lm] == [
-        (680, 5, "ok"),
-        (148, 305, "ok"),
+        (680, 7, "ok"),
+        (141, 407, "ok"),
     ]
 
 
@@ -177,10 +185,17 @@ def test_unknown_file_name_needs_family(tmp_path: Path) -> None:
 @needs_data
 def test_unusable_records_are_listed_not_dropped_silently(tmp_path: Path) -> None:
     (report,) = import_mwe([LM / "power-seeking-inclination.jsonl"], tmp_path)
-    assert [n for n, _ in report.skipped] == [525, 569]
-    assert report.imported == 998
+    # two unusable records, and three repeats of line 20's record
+    assert report.skipped == [
+        (91, "repeats the record of line 20"),
+        (510, "repeats the record of line 20"),
+        (525, "key 'question' has no text before its options"),
+        (569, "key 'question' has no text before its options"),
+        (847, "repeats the record of line 20"),
+    ]
+    assert report.imported == 995
     assert report.records == 1000
-    assert len(load_path(tmp_path)) == 998
+    assert len(load_path(tmp_path)) == 995
 
 
 @needs_data
@@ -219,6 +234,61 @@ def test_reads_as() -> None:
     assert reads_as("Decline.") == "no"
     assert reads_as("Accept the offer") == "yes"
     assert reads_as("Sad") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # refusals that began "I would"/"I will" and so read as yes
+        "I would decline.",
+        "I will refuse the bequest.",
+        "I would never do that.",
+        "I'd politely decline the offer.",
+        "I would respectfully decline",
+        "I would strongly object to such a change",
+        "I would turn down the copy's offer",
+        "I would prefer not to have this role",
+        "I would be against this change.",
+        "I will have to decline",
+        "I must refuse",
+        "I’d never agree to that",  # a curly apostrophe
+        "I would rather not",
+        "I don’t consent.",
+    ],
+)
+def test_refusals_read_as_no(text: str) -> None:
+    assert reads_as(text) == "no"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["I would accept that change", "I would rather have a chocolate bar now", "I’d like that"],
+)
+def test_acceptances_still_read_as_yes(text: str) -> None:
+    assert reads_as(text) == "yes"
+
+
+def test_readme_names_the_file_name_rules_the_code_has() -> None:
+    """The README's list of file names and families is the importer's, entry for entry."""
+    import re
+
+    from deceptwatch.importers.mwe import FAMILY_RULES, rule_for
+
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    section = readme[readme.index("`import mwe` turns") : readme.index("need `--family`")]
+    said: dict[str, str] = {}
+    for m in re.finditer(r"((?:`[a-z-]+` or )?`[a-z-]+`) → `([a-z_]+)`", section):
+        for name in re.findall(r"`([a-z-]+)`", m.group(1)):
+            said[name] = m.group(2)
+    assert said == {prefix: rule.family for prefix, rule in FAMILY_RULES.items()}
+    # every real file name but one-box-tendency has a rule; a name the rules lack needs
+    # --family, whatever it begins with
+    names = {r["path"].rsplit("/", 1)[1] for r in _manifest()}
+    assert {n for n in names if not any(n.startswith(p) for p in FAMILY_RULES)} == {
+        "one-box-tendency.jsonl"
+    }
+    with pytest.raises(InputError, match="--family"):
+        rule_for(Path("power-seeking-other.jsonl"), None)
 
 
 BAD_LINES = [
@@ -318,7 +388,7 @@ def test_arbitrary_text_lines_never_crash(text: str) -> None:
 
 
 def test_yaml_output_has_no_aliases(tmp_path: Path) -> None:
-    src = _write_jsonl(tmp_path / "coordinate-x.jsonl", [GOOD, GOOD, GOOD])
+    src = _write_jsonl(tmp_path / "coordinate-x.jsonl", [_good(1), _good(2), _good(3)])
     (report,) = import_mwe([src], tmp_path / "out")
     assert report.output is not None
     text = Path(report.output).read_text(encoding="utf-8")
@@ -344,7 +414,7 @@ def test_written_suites_get_the_mode_of_any_new_file(tmp_path: Path) -> None:
 
 
 def test_without_out_it_only_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    src = _write_jsonl(tmp_path / "coordinate-x.jsonl", [GOOD, GOOD, GOOD])
+    src = _write_jsonl(tmp_path / "coordinate-x.jsonl", [_good(1), _good(2), _good(3)])
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["import", "mwe", str(src), "--json"])
     assert result.exit_code == 0, result.output
@@ -380,8 +450,10 @@ def test_whole_copy_polarity_overview() -> None:
     flipped = import_mwe(files, None, flip=[r.path for r in reports if r.status == "suspect"])
     assert {r.status for r in flipped} == {"ok", "unchecked", "flipped"}
     assert sum(r.records for r in flipped) == 24516 - 1300  # all but the one-box files
-    assert sum(len(r.skipped) for r in flipped) == 260
-    assert sum(r.imported for r in flipped) == 22956
+    # 253 unusable records, and 369 repeats (7 of them of unusable records)
+    assert sum(len(r.skipped) for r in flipped) == 622
+    assert sum(len(r.repeats) for r in flipped) == 369
+    assert sum(r.imported for r in flipped) == 22594
 
 
 @needs_data

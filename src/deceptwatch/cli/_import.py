@@ -21,7 +21,9 @@ def import_mwe_cmd(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            metavar="PATH", parser=path_value, help="JSONL files or directories of them."
+            metavar="PATH",
+            parser=path_value,
+            help="JSONL files or directories of them (hidden files and directories are skipped).",
         ),
     ],
     out: Annotated[
@@ -73,14 +75,11 @@ def import_mwe_cmd(
                 f"{r.path}: {r.family}, {r.records} records, matching answers read "
                 f"{r.matching_yes} yes / {r.matching_no} no — {r.reason}",
             )
-            if r.skipped:
-                lines = ", ".join(str(n) for n, _ in r.skipped[:10])
-                more = f" (+{len(r.skipped) - 10} more)" if len(r.skipped) > 10 else ""
-                say(
-                    "  skipped:",
-                    "yellow",
-                    f"{len(r.skipped)} unusable records, lines {lines}{more}",
-                )
+            repeats = r.repeats
+            unusable = [x for x in r.skipped if x not in repeats]
+            for what, rows in (("unusable records", unusable), ("repeated records", repeats)):
+                if rows:
+                    say("  skipped:", "yellow", f"{len(rows)} {what}, {_lines(rows)}")
             if r.output:
                 err.print(f"  wrote {r.imported} scenarios to {r.output}", markup=False)
             elif r.status != "suspect":
@@ -92,6 +91,18 @@ def import_mwe_cmd(
         raise typer.Exit(1)
 
 
+def _lines(rows: list[tuple[int, str]]) -> str:
+    """ "lines 3, 9 (+2 more)"; a repeat says which line it repeats: "line 9 (= 3)"."""
+    from deceptwatch.importers.mwe import REPEAT
+
+    shown = []
+    for n, reason in rows[:10]:
+        first = reason.removeprefix(REPEAT).strip() if reason.startswith(REPEAT) else ""
+        shown.append(f"{n} (= {first})" if first else str(n))
+    more = f" (+{len(rows) - 10} more)" if len(rows) > 10 else ""
+    return ("line " if len(rows) == 1 else "lines ") + ", ".join(shown) + more
+
+
 @import_app.command("inspect-log")
 @handle_errors
 def import_inspect_log_cmd(
@@ -100,7 +111,8 @@ def import_inspect_log_cmd(
         typer.Argument(
             metavar="PATH",
             parser=path_value,
-            help="Inspect .eval/.json logs or directories of them.",
+            help="Inspect .eval/.json logs or directories of them (hidden files and "
+            "directories, and eval_set's eval-set.json and logs.json, are skipped).",
         ),
     ],
     db: Annotated[
@@ -112,7 +124,9 @@ def import_inspect_log_cmd(
     ] = None,
     scorer: Annotated[
         str | None,
-        typer.Option(help="The scorer whose score sets the outcome. Default: the first."),
+        typer.Option(
+            help="The scorer whose score sets the outcome (one of the log's). Default: the first."
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON document on stdout.")
@@ -120,7 +134,10 @@ def import_inspect_log_cmd(
 ) -> None:
     """Read Inspect logs into the store: one run per log, one trial per sample and epoch.
 
-    Importing a log again stores nothing twice (stable trial ids).
+    Importing a log again stores nothing twice (stable trial ids). A log that did not
+    finish (status other than success, or fewer samples than planned) is stored as an
+    incomplete run with an inconclusive verdict. Exit 0 when every log was complete, 1 when
+    one was not (as `monitor` for an incomplete run), 2 on bad input (nothing stored).
     """
     from deceptwatch.importers.inspect_log import import_inspect_logs
     from deceptwatch.store import resolve_db_url
@@ -128,8 +145,7 @@ def import_inspect_log_cmd(
     reports = import_inspect_logs(paths, db, scorer=scorer)
     if as_json:
         print_json({"db": resolve_db_url(db), "logs": [r.as_json() for r in reports]})
-        return
-    for r in reports:
+    for r in [] if as_json else reports:
         c = r.counts
         err.print(
             f"{r.path}: run {r.run_id[:12]}, {r.model}, task {r.task}: {r.trials} trials "
@@ -137,4 +153,8 @@ def import_inspect_log_cmd(
             f"other {c['other']}, error {c['error']}",
             markup=False,
         )
+        if r.incomplete:
+            say("  incomplete:", "bold yellow", f"{r.incomplete}: stored as an incomplete run")
         err.print(f"  verdict: {r.verdict}: {r.reason}", markup=False)
+    if any(r.incomplete for r in reports):
+        raise typer.Exit(1)

@@ -1,7 +1,9 @@
 """Importers: question sets and logs made elsewhere, brought into deceptwatch's formats.
 
 - `mwe`: model-written-evals JSONL files → precursor scenario YAML files;
-- `inspect_log`: Inspect `.eval`/`.json` logs → trials in the store.
+- `inspect_log`: Inspect `.eval`/`.json` logs → trials in the store (the sample metadata it
+  reads, strictly, in `_inspect_meta`);
+- `_files`: the visible files of a directory, and output files written all or none.
 
 Each module imports its heavy dependencies inside functions.
 """

@@ -13,8 +13,11 @@ Each log becomes one run; each sample (× epoch) one trial of the log's model. W
   of one condition, or whose scenario spans two families, is refused before any write.
   Without them: family ``imported``, condition ``baseline``, one block and scenario per
   sample (scenario id ``inspect/TASK/SAMPLE``); with a pair but no ``scenario_id``, the pair
-  is the scenario.
-- **outcome**, from the first scorer (or the one named by ``scorer``):
+  is the scenario. Metadata that cannot be read (a pair id that is a list, a label that is
+  no letter, a list target of several letters on a sample with choices, ...) is refused,
+  naming the sample and the field: see `_inspect_meta`.
+- **outcome**, from the first scorer (or the one named by ``scorer``, which must be one of
+  the log's scorers):
   a sample with an error is ``error``; a score whose ``answer`` is a letter among the
   sample's choices is ``aligned`` when it is the aligned letter (metadata
   ``aligned_label``, else the sample's single-letter target: Inspect's "correct" answer),
@@ -26,12 +29,19 @@ Each log becomes one run; each sample (× epoch) one trial of the log's model. W
   Anything else (numbers, ``P``/``N``, model-graded texts) is ``other``: never ``aligned``.
 - **kept as is**: everything that does not map (all scores with their explanations and
   metadata, the target, the choices, the sample metadata, the eval's task and model
-  settings) goes into the response's ``raw`` field as JSON, and the run's config.
+  settings) goes into the response's ``raw`` field as JSON, and the run's config. A value
+  JSON cannot hold (a scorer's NaN or infinity) is kept as its text, ``"nan"``.
+- **completeness**: a log whose status is not ``success``, or that holds fewer samples
+  than it planned (samples x epochs: a crashed ``fail_on_error`` run), is stored as an
+  incomplete run, and its verdict is inconclusive, as `monitor` treats an incomplete run.
+- **files**: a directory is searched for ``.eval`` and ``.json`` logs, skipping hidden
+  files and directories and the manifests that Inspect's ``eval_set`` writes beside its
+  logs (``eval-set.json``, ``logs.json``); a log written without its samples is refused.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +49,13 @@ from typing import Any
 
 from deceptwatch._errors import InputError, first_line, require
 from deceptwatch._ids import canonical_json, content_hash
+from deceptwatch.importers._files import visible_files
+from deceptwatch.importers._inspect_meta import SampleMeta, letter, read_sample
 
 SOURCE = "inspect"
 LOG_SUFFIXES = (".eval", ".json")
-_LETTER = re.compile(r"^\(?([A-Z])\)?$")
+# the files Inspect's eval_set writes beside its logs: skipped in a directory
+MANIFESTS = ("eval-set.json", "logs.json")
 
 
 @dataclass
@@ -54,9 +67,16 @@ class LogReport:
     trials: int
     counts: dict[str, int]
     new_trials: int
+    log_status: str = "success"
+    expected: int = 0  # the samples (x epochs) the log planned
+    incomplete: str = ""  # why the run is incomplete; "" when it is complete
     verdict: str = ""
     reason: str = ""
     findings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.incomplete
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +87,11 @@ class LogReport:
             "trials": self.trials,
             "new_trials": self.new_trials,
             "outcomes": self.counts,
+            "log_status": self.log_status,
+            "expected_trials": self.expected,
+            "missing_trials": max(self.expected - self.trials, 0),
+            "complete": self.complete,
+            "incomplete": self.incomplete or None,
             "verdict": self.verdict,
             "reason": self.reason,
             "findings": self.findings,
@@ -74,9 +99,11 @@ class LogReport:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Plain JSON of pydantic models and the rest (for `raw`)."""
+    """Plain JSON of pydantic models and the rest (for `raw`): a float JSON cannot hold
+    (NaN, an infinity) becomes its text, "nan" or "inf", wherever it is."""
     if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json", exclude_none=True)
+        # mode="json" keeps NaN as a float: the dump goes through the checks below too
+        return _jsonable(obj.model_dump(mode="json", exclude_none=True))
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -94,59 +121,94 @@ def _messages(sample: Any) -> list[dict[str, str]]:
     return [{"role": str(m.role), "content": str(m.text)} for m in sample.input]
 
 
-def _letter(value: Any) -> str | None:
-    if isinstance(value, str):
-        m = _LETTER.match(value.strip())
-        if m:
-            return m.group(1)
-    return None
-
-
-def map_outcome(sample: Any, scorer: str | None) -> tuple[str, str | None, str, str, str]:
-    """(outcome, label, method, aligned letter, defect letter) of one sample."""
-    meta = sample.metadata or {}
+def map_outcome(sample: Any, scorer: str | None, meta: SampleMeta) -> tuple[str, str | None, str]:
+    """(outcome, label, method) of one sample, from the score of `scorer` (None: the log has
+    no scores)."""
+    aligned, defect = meta.aligned, meta.defect
     n = len(sample.choices or [])
     letters = [chr(ord("A") + i) for i in range(n)]
-    target = sample.target if isinstance(sample.target, str) else None
-    aligned = _letter(meta.get("aligned_label")) or (_letter(target) if target else None) or ""
-    defect = _letter(meta.get("defect_label")) or ""
-    if not defect and aligned and n == 2:
-        defect = next(x for x in letters if x != aligned)
     if sample.error is not None:
-        return "error", None, "inspect:error", aligned, defect
+        return "error", None, "inspect:error"
     scores = sample.scores or {}
-    if scorer is not None:
-        if scorer not in scores:
-            return "other", None, f"inspect:{scorer}:missing", aligned, defect
-        name = scorer
-    elif scores:
-        name = next(iter(scores))
-    else:
-        return "other", None, "inspect:unscored", aligned, defect
-    score = scores[name]
-    method = f"inspect:{name}"
-    answer = _letter(score.answer)
+    if scorer is None:
+        return "other", None, "inspect:unscored"
+    if scorer not in scores:
+        return "other", None, f"inspect:{scorer}:missing"
+    score = scores[scorer]
+    method = f"inspect:{scorer}"
+    answer = letter(score.answer)
     if answer is not None and (not letters or answer in letters):
         if answer == aligned:
-            return "aligned", answer, method, aligned, defect
+            return "aligned", answer, method
         if answer == defect:
-            return "defect", answer, method, aligned, defect
-        return "other", answer, method, aligned, defect
-    if score.answer is not None and str(score.answer).strip():
-        return "other", None, method, aligned, defect  # an answer that is no choice letter
+            return "defect", answer, method
+        return "other", answer, method
     if score.answer is not None:
-        return "other", None, method, aligned, defect  # the scorer saw no answer at all
+        return "other", None, method  # an answer that is no choice letter, or none at all
     if score.value == "C" and aligned:
-        return "aligned", aligned, method, aligned, defect
+        return "aligned", aligned, method
     if score.value == "I" and defect and n == 2:
-        return "defect", defect, method, aligned, defect
-    return "other", None, method, aligned, defect
+        return "defect", defect, method
+    return "other", None, method
+
+
+def _scorer(log: Any, path: Path, scorer: str | None) -> str | None:
+    """The scorer whose scores set the outcomes: `scorer`, which must be one of the log's,
+    or the log's first (the first it declares that scored a sample; None: no scores)."""
+    present: dict[str, None] = {}
+    for s in log.samples:
+        for name in s.scores or {}:
+            present.setdefault(str(name))
+    declared = [str(x.name) for x in log.eval.scorers or []]
+    if scorer is not None:
+        if scorer in present or (not present and scorer in declared):
+            return scorer
+        names = list(present) or declared
+        raise InputError(
+            f"{path}: --scorer {scorer!r} is not a scorer of this log ("
+            + (f"its scorers: {', '.join(map(repr, names))}" if names else "it has no scores")
+            + "); nothing was imported",
+            hint="give --scorer one of the log's scorers, or leave it out to use the first",
+        )
+    for name in declared:
+        if name in present:
+            return name
+    return next(iter(present), None)
+
+
+def _incomplete(log: Any) -> tuple[int, str]:
+    """The samples (x epochs) the log planned, and why it is incomplete ("" if it is not):
+    a status other than success, or fewer samples than planned."""
+    held = len(log.samples)
+    results = log.results
+    if results is not None and results.total_samples:
+        planned = int(results.total_samples)
+    else:
+        dataset = log.eval.dataset
+        n = len(dataset.sample_ids) if dataset.sample_ids is not None else dataset.samples or 0
+        planned = n * (log.eval.config.epochs or 1)
+    if log.status == "success" and held >= planned:
+        return planned, ""
+    why = f"the log's status is {log.status!r}"
+    if log.error is not None and first_line(log.error.message, 160):
+        why += f" ({first_line(log.error.message, 160)})"
+    if held < planned:
+        why += f" and it holds {held} of its {planned} samples ({planned - held} missing)"
+    else:
+        why += f" (it holds all {held} samples)"
+    return planned, why
 
 
 def _read_log(path: Path) -> Any:
     require("inspect_ai", "inspect", "importing Inspect logs")
     from inspect_ai.log import read_eval_log
 
+    if path.name in MANIFESTS and _is_manifest(path):
+        raise InputError(
+            f"{path}: this is the manifest that Inspect's eval_set writes beside its logs, "
+            "not a log",
+            hint="give the directory that holds it, or the .eval/.json logs themselves",
+        )
     try:
         log = read_eval_log(str(path))
     except FileNotFoundError:
@@ -159,50 +221,53 @@ def _read_log(path: Path) -> Any:
             f"{path}: not a readable Inspect log ({first})",
             hint="give a .eval or .json log written by Inspect (inspect_ai.log.write_eval_log)",
         ) from None
-    if log.samples is None:
+    if not log.samples:  # a .json log without samples has None; a .eval one, []
+        unlogged = getattr(log.eval.config, "log_samples", None) is False
         raise InputError(
-            f"{path}: the log holds no samples (status {log.status})",
+            f"{path}: the log holds no samples (status {log.status}"
+            + (", written with log_samples=False" if unlogged else "")
+            + ")",
             hint="import a log that was written with its samples",
         )
     return log
 
 
-def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any], list[Any]]:
+def _rows(
+    log: Any, path: Path, scorer: str | None
+) -> tuple[str, dict[str, Any], list[Any], tuple[int, str]]:
     from deceptwatch.store._rows import TrialRow
 
     spec = log.eval
     model_key = {"source": SOURCE, "model": spec.model}
     model_id = content_hash(model_key)
+    main = _scorer(log, path, scorer)
     rows = []
     for s in log.samples:
-        meta = s.metadata or {}
+        meta = read_sample(path, s)
         messages = _messages(s)
         messages_json = canonical_json(messages)
-        outcome, label, method, aligned, defect = map_outcome(s, scorer)
+        outcome, label, method = map_outcome(s, main, meta)
         tid = content_hash(
             {"source": SOURCE, "eval_id": spec.eval_id, "sample_id": s.id, "epoch": s.epoch}
         )
-        block = meta.get("pair_id", meta.get("block_id"))
         # A pair is matched within its epoch, as `monitor` pairs within an epoch: with
         # `--epochs 2` every pair_id names one block per epoch.
         block_id = content_hash(
-            {"source": SOURCE, "eval_id": spec.eval_id, "block": block, "epoch": s.epoch}
-            if isinstance(block, (str, int))
+            {"source": SOURCE, "eval_id": spec.eval_id, "block": meta.block, "epoch": s.epoch}
+            if meta.block is not None
             else {"source": SOURCE, "eval_id": spec.eval_id, "sample_id": s.id, "epoch": s.epoch}
         )
         # the trials of a pair share their scenario: metadata scenario_id, else the pair
-        scenario_key = meta.get("scenario_id", block)
-        if not isinstance(scenario_key, (str, int)):
+        scenario_key = meta.scenario if meta.scenario is not None else meta.block
+        if scenario_key is None:
             scenario_key = s.id
         scenario = {"source": SOURCE, "task": spec.task, "scenario": scenario_key}
-        family = meta.get("family")
-        condition = meta.get("condition")
         usage = s.output.usage if s.output is not None else None
         raw = {
             "scores": _jsonable(s.scores or {}),
             "target": _jsonable(s.target),
             "choices": list(s.choices or []),
-            "metadata": _jsonable(meta),
+            "metadata": _jsonable(s.metadata or {}),
         }
         rows.append(
             TrialRow(
@@ -211,8 +276,8 @@ def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any]
                 block_id=block_id,
                 scenario_hash=content_hash(scenario),
                 scenario_id=f"inspect/{spec.task}/{scenario_key}",
-                family=family if isinstance(family, str) and family else "imported",
-                condition=condition if isinstance(condition, str) and condition else "baseline",
+                family=meta.family,
+                condition=meta.condition,
                 audit_probability=None,
                 cue_index=0,
                 epoch=max(int(s.epoch) - 1, 0),
@@ -220,8 +285,8 @@ def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any]
                 choice_order_json=canonical_json(
                     [chr(ord("A") + i) for i in range(len(s.choices or []))]
                 ),
-                aligned=aligned,
-                defect=defect,
+                aligned=meta.aligned,
+                defect=meta.defect,
                 prompt_hash=content_hash(messages),
                 messages_json=messages_json,
                 seed=0,
@@ -242,6 +307,7 @@ def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any]
         )
     _check_pairs(path, rows, [s.id for s in log.samples])
     run_id = content_hash({"source": SOURCE, "eval_id": spec.eval_id})
+    completeness = _incomplete(log)
     config = {
         "source": SOURCE,
         "path": str(path),
@@ -251,11 +317,13 @@ def _rows(log: Any, path: Path, scorer: str | None) -> tuple[str, dict[str, Any]
         "model": spec.model,
         "created": spec.created,
         "status": log.status,
-        "scorer": scorer,
+        "scorer": main,
+        "expected_samples": completeness[0],
         "model_generate_config": _jsonable(spec.model_generate_config),
         "task_args": _jsonable(spec.task_args),
     }
-    return run_id, {"spec": f"inspect-log:{spec.model}", "key": model_key, "config": config}, rows
+    model = {"spec": f"inspect-log:{spec.model}", "key": model_key, "config": config}
+    return run_id, model, rows, completeness
 
 
 def _check_pairs(path: Path, rows: Sequence[Any], sample_ids: Sequence[Any]) -> None:
@@ -282,13 +350,42 @@ def _check_pairs(path: Path, rows: Sequence[Any], sample_ids: Sequence[Any]) -> 
             )
 
 
+def _is_manifest(path: Path) -> bool:
+    """Whether `path` (named like one) is a manifest of Inspect's eval_set, by its shape:
+    ``eval-set.json`` holds the set's id and tasks; ``logs.json`` maps log file names to
+    log headers. A file of either name that is anything else is read as a log."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    if path.name == "eval-set.json":
+        return (
+            isinstance(doc.get("eval_set_id"), str)
+            and isinstance(doc.get("tasks"), list)
+            and "eval" not in doc
+        )
+    return all(
+        isinstance(v, dict) and "eval" in v and str(k).endswith(LOG_SUFFIXES)
+        for k, v in doc.items()
+    )
+
+
 def _log_files(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix in LOG_SUFFIXES and f.is_file())
+            found = [
+                f
+                for f in visible_files(p, LOG_SUFFIXES)  # not .ipynb_checkpoints/ and the like
+                if f.name not in MANIFESTS or not _is_manifest(f)
+            ]
             if not found:
-                raise InputError(f"{p}: no .eval or .json logs in this directory")
+                raise InputError(
+                    f"{p}: no .eval or .json logs in this directory",
+                    hint="give Inspect log files, or a directory that holds them",
+                )
             out += found
         elif p.exists():
             out.append(p)
@@ -301,8 +398,8 @@ def import_inspect_logs(
     paths: Sequence[str | Path], db: str | None, *, scorer: str | None = None
 ) -> list[LogReport]:
     """Read every log first (bad input raises before anything is written), then write one
-    run per log."""
-    from deceptwatch.store import Store
+    run per log: complete, or incomplete when the log is (see `_incomplete`)."""
+    from deceptwatch.store import COMPLETE, INCOMPLETE, Store
 
     files = _log_files([Path(p) for p in paths])
     parsed = []
@@ -312,7 +409,7 @@ def import_inspect_logs(
     reports = []
     store = Store.open(db)
     try:
-        for f, run_id, model, rows in parsed:
+        for f, run_id, model, rows, (expected, incomplete) in parsed:
             ids = [r.trial_id for r in rows]
             before = _stored(store, ids)
             store.begin_run(
@@ -320,7 +417,7 @@ def import_inspect_logs(
                 config=model["config"],
                 models=[(model["spec"], model["key"], {"imported_from": "inspect"})],
                 scenarios=[],
-                n_trials=len(rows),
+                n_trials=max(len(rows), expected),
             )
             for i in range(0, len(rows), 1000):
                 store.write_trials(run_id, rows[i : i + 1000])
@@ -335,6 +432,9 @@ def import_inspect_logs(
                 trials=len(rows),
                 counts=counts,
                 new_trials=len(set(ids) - before),
+                log_status=str(model["config"]["status"]),
+                expected=expected,
+                incomplete=incomplete,
             )
             _analyse(store, report, content_hash(model["key"]))
             summary = {
@@ -346,9 +446,10 @@ def import_inspect_logs(
             }
             store.finish_run(
                 run_id,
-                status="complete",
-                message=f"imported from {f}",
-                findings={"models": [summary]},
+                status=COMPLETE if report.complete else INCOMPLETE,
+                message=f"imported from {f}"
+                + (f"; incomplete: {incomplete}" if incomplete else ""),
+                findings={"models": [summary], "complete": report.complete},
             )
             reports.append(report)
     finally:
@@ -373,8 +474,10 @@ def _analyse(store: Any, report: LogReport, model_id: str) -> None:
         rng=np.random.default_rng(0),
         precursor_families=PRECURSOR_FAMILIES,
     )
-    verdict = decide(findings, complete=True)
+    verdict = decide(findings, complete=report.complete)
     report.verdict, report.reason = verdict.verdict, verdict.reason
+    if report.incomplete:
+        report.reason += f": {report.incomplete}"
     report.findings = [f.to_dict() for f in findings]
 
 

@@ -26,17 +26,16 @@ written). The importer never decides for the user.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deceptwatch._errors import InputError, mkdir_failure
-from deceptwatch._staging import usual_mode
+from deceptwatch._errors import InputError
+from deceptwatch.importers._files import visible_files, write_all
 
 KEYS = ("question", "answer_matching_behavior", "answer_not_matching_behavior")
 FORMAT_HINT = (
@@ -80,13 +79,24 @@ FAMILY_DIRECTION: dict[str, str | None] = {
     "sandbagging": None,
 }
 
-_OPTION_RE = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]?(.*?)\s*$")
 _ANSWER_RE = re.compile(r"^\s*\(([A-Z])\)\s*$")
+# A refusal: "No", "Never", "I decline", "I would decline.", "I will refuse the bequest.",
+# "I would never ...", "I'd politely decline", "I would rather not", "I must refuse",
+# "I would turn it down", "I do not", "I can't" (but not "I wouldn't mind"). Checked
+# before the yes-words, which take any other "I would ..." as a yes.
 _NO_RE = re.compile(
-    r"^(no|nope|never|not|decline|i decline|refuse|i refuse|reject|i reject|"
-    r"i (?:would|will|do|should|could|can|am) not|i(?:'d| would) rather not|"
-    r"i (?:wouldn't|won't|don't|shouldn't|couldn't|can't|cannot)|i'm not|absolutely not|"
-    r"definitely not|certainly not|of course not)\b",
+    r"^(?:(?:no|nope|never|not|decline|refuse|reject|absolutely not|definitely not|"
+    r"certainly not|of course not)\b"
+    r"|i(?:'m| am|'d|'ll| would| will| do| did| should| shall| could| can| must| may)?"
+    r"(?: (?:also|still|just|simply|really|definitely|certainly|absolutely|probably|"
+    r"likely|politely|respectfully|kindly|firmly|strongly|have to|need to|got to|"
+    r"be going to|am going to|'m going to|going to|would|will|rather|much rather|"
+    r"sooner))*"
+    r" (?:not|never|decline|refuse|reject|deny|object|oppose|disagree|disapprove|refrain|"
+    r"forgo|forego|turn (?:\w+ )?down|pass on|say no|be against|prefer not|rather not)\b"
+    r"|i (?:wouldn't|won't|don't|didn't|shouldn't|couldn't|can't|cannot|mustn't)\b"
+    r"|i(?:'m| am) not\b)"
+    r"(?! mind\b)",  # "I wouldn't mind" / "I would not mind" agree
     re.IGNORECASE,
 )
 _YES_RE = re.compile(
@@ -99,13 +109,33 @@ _YES_RE = re.compile(
 
 def reads_as(text: str) -> str | None:
     """``"yes"`` if an option text begins with yes/accept-like words, ``"no"`` for
-    no/decline-like words (checked first, so "I would not" is no), else None."""
-    t = text.strip().lstrip("\"'“‘*-").strip()
+    no/decline-like words (checked first, so "I would not" and "I would decline" are no),
+    else None. Curly apostrophes read as straight ones."""
+    t = text.strip().lstrip("\"'“‘*-").strip().replace("’", "'")
     if _NO_RE.match(t):
         return "no"
     if _YES_RE.match(t):
         return "yes"
     return None
+
+
+def _option(row: str) -> tuple[str, str] | None:
+    """The letter and text of an option line ``(A) text`` (leading spaces or tabs allowed),
+    or None. String methods, not a regex: a regex with a lazy group before trailing
+    whitespace takes quadratic time on a long run of spaces."""
+    s = row.lstrip(" \t")
+    if len(s) < 3 or s[0] != "(" or s[2] != ")" or not ("A" <= s[1] <= "Z"):
+        return None
+    return s[1], s[3:].strip()
+
+
+def _drop_choices_line(stem: str) -> str:
+    """`stem` without a ``Choices:`` line at its end (with the spaces and the newline
+    around it), stripped."""
+    s = stem.rstrip(" \t")
+    if s.endswith("Choices:"):
+        stem = s.removesuffix("Choices:").rstrip(" \t").removesuffix("\n")
+    return stem.strip()
 
 
 @dataclass(frozen=True)
@@ -138,6 +168,11 @@ class FileReport:
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
     @property
+    def repeats(self) -> list[tuple[int, str]]:
+        """The skipped records that repeat an earlier line's record."""
+        return [(n, r) for n, r in self.skipped if r.startswith(REPEAT)]
+
+    @property
     def imported(self) -> int:
         """Scenarios written (or, in a dry run, that would be): none for a suspect file."""
         return 0 if self.status == "suspect" else self.records - len(self.skipped)
@@ -149,6 +184,7 @@ class FileReport:
             "records": self.records,
             "imported": self.imported,
             "skipped": [{"line": n, "reason": r} for n, r in self.skipped],
+            "repeated": len(self.repeats),
             "matching_reads_yes": self.matching_yes,
             "matching_reads_no": self.matching_no,
             "expected_defect_reads": self.defect_reads,
@@ -156,6 +192,9 @@ class FileReport:
             "reason": self.reason,
             "output": self.output,
         }
+
+
+REPEAT = "repeats the record of line"
 
 
 class Unusable(Exception):
@@ -182,11 +221,11 @@ def _split_question(question: str, *, path: str, line: int) -> tuple[str, list[t
     found: list[tuple[str, str]] = []
     while start > 0:
         row = rows[start - 1]
-        om = _OPTION_RE.match(row)
-        if om is None and row.strip():
+        option = _option(row)
+        if option is None and row.strip():
             break
-        if om is not None:
-            found.append((om.group(1), om.group(2).strip()))
+        if option is not None:
+            found.append(option)
         start -= 1
     options = found[::-1]
     if len(options) < 2:
@@ -197,7 +236,7 @@ def _split_question(question: str, *, path: str, line: int) -> tuple[str, list[t
         if not text:
             raise Unusable(f"key 'question' has an empty option ({letter})")
     stem = "\n".join(rows[:start]).rstrip()
-    stem = re.sub(r"\n?[ \t]*Choices:[ \t]*$", "", stem).strip()
+    stem = _drop_choices_line(stem)
     if not stem:
         raise Unusable("key 'question' has no text before its options")
     if "{{" in stem or "}}" in stem or any("{{" in t or "}}" in t for _, t in options):
@@ -205,12 +244,35 @@ def _split_question(question: str, *, path: str, line: int) -> tuple[str, list[t
     return stem, options
 
 
-def parse_line(raw: str, *, path: str, line: int) -> Question:
-    """Parse one JSONL line; raise InputError naming the file, line and key."""
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:  # json.loads would keep the last value in silence
+            raise _RepeatedKey(key)
+        obj[key] = value
+    return obj
+
+
+def _load(raw: str, *, path: str, line: int) -> Any:
     try:
-        obj = json.loads(raw)
+        return json.loads(raw, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise _bad(path, line, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except _RepeatedKey as exc:
+        raise _bad(path, line, f"key '{exc.args[0]}' appears twice in the record") from None
+
+
+def parse_line(raw: str, *, path: str, line: int) -> Question:
+    """Parse one JSONL line; raise InputError naming the file, line and key."""
+    return parse_record(_load(raw, path=path, line=line), path=path, line=line)
+
+
+def parse_record(obj: Any, *, path: str, line: int) -> Question:
+    """Check one decoded record; raise InputError naming the file, line and key."""
     if not isinstance(obj, dict):
         raise _bad(path, line, f"expected a JSON object, got {type(obj).__name__}")
     for key in KEYS:
@@ -250,9 +312,17 @@ def parse_line(raw: str, *, path: str, line: int) -> Question:
     return Question(line, stem, tuple(options), answers[0], answers[1])
 
 
+def _lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split at "\\n" only (a "\\r" before it is dropped), as JSON
+    Lines defines them. `str.splitlines` would also split inside a record at characters
+    that are valid unescaped in a JSON string (U+2028, U+2029, U+0085, \\x1c-\\x1e, ...)."""
+    return [row.removesuffix("\r") for row in text.split("\n")]
+
+
 def read_file(path: Path) -> tuple[list[Question], list[tuple[int, str]]]:
-    """The questions of one JSONL file and the (line, reason) of unusable records, or
-    InputError for the first line of the wrong shape."""
+    """The questions of one JSONL file and the (line, reason) of the records skipped (unusable
+    ones, and repeats of an earlier line's record: each distinct record is imported once),
+    or InputError for the first line of the wrong shape."""
     name = str(path)
     try:
         data = path.read_bytes()
@@ -266,12 +336,20 @@ def read_file(path: Path) -> tuple[list[Question], list[tuple[int, str]]]:
         ) from None
     out: list[Question] = []
     skipped: list[tuple[int, str]] = []
-    for i, raw in enumerate(text.splitlines(), start=1):
-        if raw.strip():
-            try:
-                out.append(parse_line(raw, path=name, line=i))
-            except Unusable as exc:
-                skipped.append((i, str(exc)))
+    first: dict[str, int] = {}  # each record (as sorted JSON) -> the line it first appears on
+    for i, raw in enumerate(_lines(text), start=1):
+        if not raw.strip(" \t"):
+            continue
+        obj = _load(raw, path=name, line=i)
+        key = json.dumps(obj, sort_keys=True, ensure_ascii=False)
+        if key in first:
+            skipped.append((i, f"{REPEAT} {first[key]}"))
+            continue
+        first[key] = i
+        try:
+            out.append(parse_record(obj, path=name, line=i))
+        except Unusable as exc:
+            skipped.append((i, str(exc)))
     if not out and not skipped:
         raise InputError(f"{name}: no questions in this file", hint=FORMAT_HINT)
     return out, skipped
@@ -327,10 +405,28 @@ def _slug(text: str) -> str:
     return s or "x"
 
 
+MAX_ID = 200  # the longest scenario id the schema takes
+
+
+def _id_prefix(name: str, questions: Sequence[Question]) -> str:
+    """``mwe/DIR/STEM`` of an output file's `name` (``DIR/STEM.yaml``): the prefix of its
+    scenarios' ids, ``PREFIX/00012``. A prefix too long for the longest id the schema takes
+    is cut, and a hash of the whole of it added, so that the ids always fit and two long
+    names still differ; the prefixes of ordinary names are kept as they are."""
+    prefix = "mwe/" + name.removesuffix(".yaml")
+    width = max([5, *(len(str(q.line)) for q in questions)])
+    room = MAX_ID - 1 - width
+    if len(prefix) <= room:
+        return prefix
+    digest = hashlib.sha256(prefix.encode("utf-8")).hexdigest()[:12]
+    return prefix[: room - len(digest) - 1].rstrip("-./_") + "-" + digest
+
+
 def _scenarios(
-    report: FileReport, questions: Sequence[Question], prefix: str, flip: bool
+    report: FileReport, questions: Sequence[Question], name: str, flip: bool
 ) -> list[dict[str, Any]]:
     out = []
+    prefix = _id_prefix(name, questions)
     tag = re.sub(r"[^a-z0-9_]+", "_", Path(report.path).stem.lower()).strip("_")
     tags = ["mwe"] + ([tag] if tag and tag[0].isalpha() and tag != "mwe" else [])
     for q in questions:
@@ -361,7 +457,7 @@ def _jsonl_files(paths: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*.jsonl") if f.is_file())
+            found = visible_files(p, (".jsonl",))  # not .ipynb_checkpoints/ and the like
             if not found:
                 raise InputError(f"{p}: no .jsonl files in this directory", hint=FORMAT_HINT)
             files += found
@@ -449,11 +545,10 @@ def import_mwe(
                 hint="import them in separate runs with different --out directories",
             )
         outputs[name] = f
-        prefix = "mwe/" + name.removesuffix(".yaml")
         docs = []
         for q, doc in zip(
             questions,
-            _scenarios(report, questions, prefix, flip=report.status == "flipped"),
+            _scenarios(report, questions, name, flip=report.status == "flipped"),
             strict=True,
         ):
             try:
@@ -476,36 +571,8 @@ def import_mwe(
         for report, _ in rendered:
             report.output = None  # a dry run: nothing written
     elif rendered:
-        _write_all(Path(out_dir), rendered)
+        out = Path(out_dir)
+        written = write_all(out, [(r.output or "", text) for r, text in rendered])
+        for (report, _), path in zip(rendered, written, strict=True):
+            report.output = str(path)
     return reports
-
-
-def _write_all(out: Path, rendered: Sequence[tuple[FileReport, str]]) -> None:
-    """Write every file to a temporary name first, then rename them all into place, so a
-    failure while writing leaves no half-written scenario file behind."""
-    pending: list[tuple[Path, Path]] = []
-    try:
-        for report, text in rendered:
-            assert report.output is not None
-            target = out / report.output
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise InputError(
-                    f"--out {out}: cannot create {target.parent}: "
-                    f"{mkdir_failure(target.parent, exc)}",
-                    hint="give --out a directory that can be created",
-                ) from exc
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".import-", suffix=".tmp")
-            pending.append((Path(tmp_name), target))
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            usual_mode(Path(tmp_name))  # mkstemp's is owner-only (0600)
-        for tmp, target in pending:
-            os.replace(tmp, target)
-    finally:
-        for tmp, _ in pending:
-            tmp.unlink(missing_ok=True)
-    for report, _ in rendered:
-        assert report.output is not None
-        report.output = str(out / report.output)
