@@ -230,7 +230,7 @@ def test_cli_train_apply_extract(tmp_path: Path) -> None:
             ],
             "cannot be fitted",
         ),
-        (["apply", "--probe", "missing.safetensors"], "missing.json: no such file"),
+        (["apply", "--probe", "missing.safetensors"], "missing.safetensors: no such file"),
         # --fpr without --recalibrate or --evaluate used to be ignored without a word
         (
             ["apply", "--probe", "missing.safetensors", "--fpr", "0.05"],

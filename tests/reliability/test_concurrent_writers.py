@@ -223,7 +223,13 @@ def test_opening_a_new_store_waits_for_another_writer(tmp_path: Path) -> None:
     holds the lock for a moment; opening the store waits for it instead of failing."""
     path = tmp_path / "new.db"
     holder = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    holder.execute("CREATE TABLE other (x)")  # a rollback-journal database, as a new one is
+    # a rollback-journal database, as a new one is, that another deceptwatch is making into a
+    # store (with none of the schema_migrations table, it would be another program's file)
+    holder.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "applied_at VARCHAR(32) NOT NULL)"
+    )
+    holder.execute("CREATE TABLE other (x)")
     holder.execute("BEGIN IMMEDIATE")
     holder.execute("INSERT INTO other VALUES (1)")
     release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))

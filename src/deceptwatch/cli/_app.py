@@ -299,6 +299,13 @@ def monitor(
     for m in report.models:
         if m.power_check is not None and not m.power_check.enough:
             say("warning:", "bold yellow", f"{m.model}: {m.power_check.message}")
+        for p in m.probes:  # the same warning as `probe apply`'s
+            if p.trained_on_other_weights:
+                from deceptwatch.probes._files import other_weights_warning
+
+                say(
+                    "warning:", "bold yellow", other_weights_warning(p.trained_on, m.model, p.probe)
+                )
     if as_json:
         print_json(report.to_dict())
     else:

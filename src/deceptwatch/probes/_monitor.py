@@ -87,6 +87,8 @@ class ProbeFinding:
     alpha: float
     rung: int | None
     reason: str
+    trained_on: str = ""  # the model the probe was fitted on
+    trained_on_other_weights: bool = False  # ... which is not the model scored here
 
     def to_dict(self) -> dict[str, Any]:
         from deceptwatch.stats import jsonable
@@ -97,17 +99,28 @@ class ProbeFinding:
 
 
 def probe_specs(probes: Sequence[str] | None) -> list[str]:
-    """Check the probe list of ``monitor --probes/--probe`` before anything runs."""
+    """Check the probe list of ``monitor --probes/--probe`` before anything runs: each
+    probe file is read and checked whole (both files there, the record valid, the arrays
+    its checksum names, weights that can score), as `probe apply` reads it, and no probe
+    is given twice (``p.safetensors`` and ``p.json`` are one probe)."""
+    from deceptwatch.probes._files import load_probe, probe_paths
+
     out: list[str] = []
+    seen: dict[Path, str] = {}
     for p in probes or []:
         if p != CONTRAST:
-            path = Path(p)
-            json_path = path.with_suffix(".json")
-            if not json_path.is_file():
+            try:
+                load_probe(p)
+            except InputError as exc:
+                what = exc.message.removeprefix(f"{p}: ")  # named once
+                raise InputError(f"--probe {p}: {what}", hint=exc.hint) from None
+            arrays = probe_paths(p)[0].resolve()
+            if arrays in seen:
                 raise InputError(
-                    f"--probe {p}: no such probe file ({json_path} is missing)",
-                    hint="give a file written by `deceptwatch probe train --out NAME.safetensors`",
+                    f"--probe {p} is the probe of --probe {seen[arrays]}, given twice",
+                    hint="list each probe once",
                 )
+            seen[arrays] = p
         if p in out:
             raise InputError(f"--probe {p} is given twice", hint="list each probe once")
         out.append(p)
@@ -196,13 +209,17 @@ def summarize(
     scores: ProbeScores,
     outcomes: Mapping[str, str],
     alpha: float,
+    trained_on: str = "",
 ) -> ProbeFinding:
-    """What a probe's scores of a run show, and the rung they reach (module docstring)."""
+    """What a probe's scores of a run show, and the rung they reach (module docstring).
+    A probe fitted on other weights (`trained_on`) says so in its reason."""
     table = _unobserved_outcomes(scores, outcomes)
     precedes = table is not None and table.p_value is not None and table.p_value < alpha
     rung, reason = _place(
         scores.before_action, scores.flags_unobserved, precedes, scores.gap, alpha
     )
+    if scores.trained_on_other_weights:
+        reason += f" (a probe trained on {trained_on or 'other weights'}, not on these weights)"
     n_unscored = sum(1 for t in scores.trials if t.score is None)
     return ProbeFinding(
         probe=spec,
@@ -225,6 +242,8 @@ def summarize(
         alpha=alpha,
         rung=rung,
         reason=reason,
+        trained_on=trained_on,
+        trained_on_other_weights=scores.trained_on_other_weights,
     )
 
 
@@ -255,7 +274,12 @@ def run_probe(
         confidence=confidence,
         alpha=alpha,
     )
-    record = trained.record.model_dump(mode="json", exclude={"threshold"})
+    # The solver's record (converged, n_iter) is left out of the probe's id: the arrays'
+    # checksum already names the fit, and probe files written before it was recorded keep
+    # their ids, so that a rerun replaces their scores.
+    record = trained.record.model_dump(
+        mode="json", exclude={"threshold": True, "training": {"converged", "n_iter"}}
+    )
     probe_id = content_hash({"record": record, "arrays": trained.record.arrays_sha256})
     finding = summarize(
         spec,
@@ -265,6 +289,7 @@ def run_probe(
         scores=scores,
         outcomes=outcomes,
         alpha=alpha,
+        trained_on=trained.record.model,
     )
     if store is not None and run_id is not None and model_id is not None:
         store.write_probe_scores(

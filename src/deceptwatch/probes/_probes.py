@@ -15,17 +15,27 @@ any, comes from an explicit ``random_state``. Every probe is linear: ``decision_
 
 All three solvers are deterministic: ``random_state`` is accepted and recorded (so that a
 saved probe says how it was made), and is not consumed.
+
+A logistic fit that L-BFGS could not carry out (it stopped with every weight still at zero,
+as it does when `C` is so large that the loss cannot be computed) raises ``ValueError``; one
+that ran out of iterations with usable weights warns, as scikit-learn does, with a
+`ConvergenceWarning`, and records ``converged_ = False``.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+
+
+class ConvergenceWarning(UserWarning):
+    """The solver stopped before converging (scikit-learn's warning of the same name)."""
 
 
 def _check_X(X: npt.ArrayLike, n_features: int | None = None) -> FloatArray:
@@ -188,15 +198,31 @@ class LogisticProbe(LinearProbe):
             return loss, grad
 
         theta0 = np.zeros(d + (1 if self.fit_intercept else 0))
-        res = minimize(
-            objective,
-            theta0,
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12},
-        )
+        with np.errstate(over="ignore", invalid="ignore"):  # a failed fit is reported below
+            res = minimize(
+                objective,
+                theta0,
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12},
+            )
         w = res.x[:d]
         b = float(res.x[d]) if self.fit_intercept else 0.0
+        if not res.success and not np.any(res.x):
+            why = str(res.message).strip().rstrip(":")
+            raise ValueError(
+                f"the fit failed: L-BFGS stopped after {res.nit} iterations with every weight "
+                f"still at zero ({why or 'no reason given'}); with C = {C:g} the loss is too "
+                "large to minimise: use a smaller C (e.g. 1)"
+            )
+        if not res.success:
+            warnings.warn(
+                f"L-BFGS did not converge in {res.nit} iterations (max_iter={self.max_iter}, "
+                f"C = {C:g}): the weights are usable but not the optimum; a smaller C "
+                "converges sooner",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         self.n_iter_ = int(res.nit)
         self.converged_ = bool(res.success)
         self.mean_, self.scale_ = mean, scale

@@ -77,6 +77,7 @@ class ProbeScores:
     flag_rates: tuple[FlagRate, ...]
     gap: ProbeGap | None
     alpha: float
+    trained_on_other_weights: bool = False  # the probe was fitted on another model's weights
 
     @property
     def before_action(self) -> bool:
@@ -106,6 +107,7 @@ class ProbeScores:
             "gap": jsonable(asdict(self.gap)) if self.gap is not None else None,
             "flags_unobserved": self.flags_unobserved,
             "alpha": self.alpha,
+            "trained_on_other_weights": self.trained_on_other_weights,
         }
         if per_trial:
             out["trials"] = [asdict(t) for t in self.trials]
@@ -169,6 +171,16 @@ def probe_gap(trials: Sequence[TrialScore], *, confidence: float = 0.95) -> Prob
     )
 
 
+def require_threshold(trained: TrainedProbe, recalibrate_on: Sequence[str] | None) -> None:
+    """A probe without a calibrated threshold can flag only once recalibrated."""
+    if not recalibrate_on and trained.record.threshold is None:
+        raise InputError(
+            f"{trained.name} has no calibrated threshold",
+            hint="recalibrate it on this run's benign trials: "
+            "--recalibrate observed --recalibrate placebo",
+        )
+
+
 def score_trials(
     model: str | HFBackend,
     trials: Sequence[Trial],
@@ -188,17 +200,18 @@ def score_trials(
     else 1%) set on this run's trials in those conditions: the benign half of the same
     paired run. Activations are streamed: only the scores are kept.
     """
-    backend = open_backend(model, options)
     trained = _load(probe)
     if not trials:
         raise InputError("no trials to score")
+    rec = trained.record
+    require_threshold(trained, recalibrate_on)  # said before any model work
+    backend = open_backend(model, options)
     scores = _stream_scores(backend, trained, trials, batch_size=batch_size)
     if not np.isfinite(scores).any():
         raise InputError(
             f"no trial could be scored: {_unreadable(backend, trials, np.isfinite(scores))}",
             hint="check the suite and the model",
         )
-    rec = trained.record
     if recalibrate_on:
         target = fpr or (rec.threshold.fpr_target if rec.threshold else 0.01)
         mask = np.array([t.condition in set(recalibrate_on) for t in trials]) & np.isfinite(scores)
@@ -216,13 +229,9 @@ def score_trials(
             benign_flag_rate=th.benign_flag_rate,
             calibration=f"{th.n_benign} trials of this run in conditions {', '.join(recalibrate_on)}",
         )
-    elif rec.threshold is not None:
-        threshold = rec.threshold
     else:
-        raise InputError(
-            "the probe has no calibrated threshold",
-            hint="recalibrate on this run's benign trials (--recalibrate observed,placebo)",
-        )
+        assert rec.threshold is not None  # checked above
+        threshold = rec.threshold
     rows = tuple(
         TrialScore(
             trial_id=t.id,
@@ -247,6 +256,9 @@ def score_trials(
         flag_rates=flag_rates(rows, confidence=confidence),
         gap=probe_gap(rows, confidence=confidence),
         alpha=alpha,
+        trained_on_other_weights=trained.trained_on_other_weights(
+            backend.spec, backend.cache_key().get("weights")
+        ),
     )
 
 

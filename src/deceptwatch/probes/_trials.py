@@ -15,6 +15,7 @@ watched deployment, on which a deceptively aligned model behaves by hypothesis; 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,10 @@ from deceptwatch.probes._files import (
     ThresholdRecord,
     TrainedProbe,
     TrainingRecord,
+    weights_problem,
 )
 from deceptwatch.probes._layers import resolve_layers
-from deceptwatch.probes._probes import PROBES, LinearProbe, LogisticProbe
+from deceptwatch.probes._probes import PROBES, ConvergenceWarning, LinearProbe, LogisticProbe
 from deceptwatch.probes._progress import started
 from deceptwatch.scenarios import OBSERVED, PLACEBO, UNOBSERVED, Trial
 
@@ -257,6 +259,7 @@ def contrast_activations(
     (row 1): at the answer's last token (``last``, as in Anthropic's defection probes) or
     averaged over the answer's tokens (``reply``)."""
     from deceptwatch.backends import GenerateRequest, GenerationConfig
+    from deceptwatch.backends._hf import ORGANISM_SUITES
 
     request = GenerateRequest(
         messages=({"role": "user", "content": pair.question},),
@@ -265,13 +268,32 @@ def contrast_activations(
         seed=0,
         trial_id="contrast",
     )
-    prompt = backend.prompt_ids(request)
+    try:
+        prompt = backend.prompt_ids(request)
+    except BackendError as exc:  # the organisms' hint (another suite) does not apply here
+        if exc.kind != "too_long":
+            raise InputError(f"--question: the model cannot read it: {exc.message}") from None
+        raise InputError(
+            f"--question is too long for the model's context: "
+            f"{exc.message.removesuffix(ORGANISM_SUITES)}",
+            hint="give a shorter --question",
+        ) from None
+    limit = getattr(backend.model.config, "max_position_embeddings", None)
     tok = backend.tokenizer
     seqs, pools = [], []
-    for answer in (pair.positive, pair.negative):
+    for option, answer in (("--positive", pair.positive), ("--negative", pair.negative)):
         ids = list(tok(answer, add_special_tokens=False)["input_ids"])
         if not ids:
-            raise InputError(f"the contrast answer {answer!r} has no tokens")
+            raise InputError(
+                f"{option} {answer!r}: the contrast answer has no tokens",
+                hint=f"give {option} a word, e.g. {option} {'yes' if option == '--positive' else 'no'}",
+            )
+        if isinstance(limit, int) and len(prompt) + len(ids) > limit:
+            raise InputError(
+                f"--question with {option} is too long for the model's context: "
+                f"{len(prompt)} + {len(ids)} tokens, more than its {limit}",
+                hint=f"give a shorter {option} (or --question)",
+            )
         seqs.append(prompt + ids)
         pools.append(1 if position == "last" else len(ids))
     name = canonical(backend, layer)
@@ -378,12 +400,24 @@ def calibrate(
 
 def _fit(probe: LinearProbe, X: FloatArray, y: npt.NDArray[Any], hint: str) -> None:
     """`probe.fit`, with a fit that cannot be made (equal contrast activations, weights
-    that overflow) reported as bad input rather than a traceback."""
+    that overflow, an L-BFGS run that failed) or that leaves weights no probe can use
+    (all zero) reported as bad input rather than a traceback or a saved useless probe. A
+    logistic fit that did not converge is kept (``converged_`` says so): its
+    `ConvergenceWarning` is left to the caller's record, not printed."""
     try:
-        with np.errstate(over="ignore", invalid="ignore"):  # the error below says it
+        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # recorded, then reported
             probe.fit(X, y)
     except ValueError as exc:
         raise InputError(f"the {probe.method} probe cannot be fitted: {exc}", hint=hint) from exc
+    if problem := weights_problem(probe.coef_, probe.intercept_):
+        zero = not np.any(probe.coef_)
+        raise InputError(
+            f"the {probe.method} probe cannot be used: {problem}",
+            hint="use a larger --C (e.g. --C 1)"
+            if zero and isinstance(probe, LogisticProbe)
+            else hint,
+        )
 
 
 def train_probe(
@@ -439,13 +473,20 @@ def train_probe(
                 f"the training trials hold no mix of {what} ({int(mask.sum())} usable{unread})",
                 hint="train on a suite and model where both occur",
             )
-        _fit(probe, X[mask], y[mask], "try another --layer or --method")
+        hint = (
+            f"use a smaller --C than {C:g} (e.g. --C 1), or another --layer or --method"
+            if isinstance(probe, LogisticProbe)
+            else "try another --layer or --method"
+        )
+        _fit(probe, X[mask], y[mask], hint)
         training = TrainingRecord(
             suites=sorted({t.suite for t in trials}),
             families=sorted({t.family for t in trials}),
             conditions=sorted({t.condition for t in trials}),
             n=int(mask.sum()),
             n_positive=int(y[mask].sum()),
+            converged=getattr(probe, "converged_", None),
+            n_iter=getattr(probe, "n_iter_", None),
         )
     record = ProbeRecord(
         method=probe.method,
@@ -465,9 +506,7 @@ def train_probe(
         # the training trials are the calibration set: their activations are at hand
         keep = np.array([t.condition in set(calibrate_conditions) for t in trials])
         benign = [t for t, k in zip(trials, keep, strict=True) if k]
-        scores = np.where(
-            np.all(np.isfinite(X), axis=1), probe.decision_function(np.nan_to_num(X)), np.nan
-        )
+        scores = np.where(np.all(np.isfinite(X), axis=1), trained.score(np.nan_to_num(X)), np.nan)
         return trained.with_threshold(
             _threshold(backend, scores[keep], benign, calibrate_conditions, fpr, None)
         )
@@ -494,7 +533,7 @@ def _stream_scores(
     d = int(backend.model.config.hidden_size)
     if d != rec.n_features:
         raise InputError(
-            f"the probe reads {rec.n_features} features, the model {backend.spec} has {d}",
+            f"{trained.name} reads {rec.n_features} features, the model {backend.spec} has {d}",
             hint="apply a probe to the model (and layer) it was trained on",
         )
     if rec.position == "reply" and behaviours is None:
