@@ -134,10 +134,7 @@ def import_inspect_log_cmd(
 ) -> None:
     """Read Inspect logs into the store: one run per log, one trial per sample and epoch.
 
-    Importing a log again stores nothing twice (stable trial ids). A log that did not
-    finish (status other than success, or fewer samples than planned) is stored as an
-    incomplete run with an inconclusive verdict. Exit 0 when every log was complete, 1 when
-    one was not (as `monitor` for an incomplete run), 2 on bad input (nothing stored).
+    Importing a log again stores nothing twice (stable trial ids). A log that did not finish (status other than success, or fewer samples than planned) is stored as an incomplete run with an inconclusive verdict. Exit 0 when every log was complete, 1 when one was not (as `monitor` for an incomplete run), 2 on bad input (nothing stored).
     """
     from deceptwatch.importers.inspect_log import import_inspect_logs
     from deceptwatch.store import resolve_db_url
