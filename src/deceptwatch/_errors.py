@@ -83,6 +83,15 @@ class StoreError(DeceptwatchError):
     """The store failed while a run was recording trials. What was committed is kept; the
     trials that were not run again when the same command is rerun."""
 
+    @classmethod
+    def of(cls, cause: BaseException, doing: str = "") -> StoreError:
+        """The error for `cause`, a failure of the store (`doing` says when, e.g. " while
+        recording trials")."""
+        return cls(
+            f"the store failed{doing} ({type(cause).__name__}: {first_line(cause)}); "
+            "what was committed is kept: rerun the same command to resume"
+        )
+
 
 class BackendError(DeceptwatchError):
     """A backend call failed.

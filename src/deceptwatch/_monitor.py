@@ -525,10 +525,7 @@ async def monitor_async(
         if begun:
             _end_failed_run(store, run_id, exc)
         if isinstance(exc, DBAPIError):  # a read of the store, or a write outside the writer
-            raise StoreError(
-                f"the store failed ({type(exc.orig).__name__}: {first_line(exc.orig or exc)}); "
-                "what was committed is kept: rerun the same command to resume"
-            ) from exc
+            raise StoreError.of(exc.orig or exc) from exc
         raise
     finally:
         for b in bks:

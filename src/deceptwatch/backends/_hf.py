@@ -295,20 +295,9 @@ class HFBackend(BaseBackend):
             for i, p in prompts.items()
             if p is not None
         }
-        todo: list[int] = []
-        again: list[int] = []
-        pending: set[bytes] = set()
-        for i in choice:
-            key = keys.get(i)
-            hit = None if key is None else self._scores.get(key)
-            if hit is not None:
-                out[i] = choice_response(requests[i], list(hit), self.answer_format, self.spec)
-            elif key in pending:
-                again.append(i)
-            else:
-                todo.append(i)
-                if key is not None:
-                    pending.add(key)
+        kept, todo, again = self._scores.split(choice, keys)
+        for i, scores in kept.items():
+            out[i] = choice_response(requests[i], list(scores), self.answer_format, self.spec)
         # Cut batches from prompts of similar length: a left-padded batch costs its longest
         # prompt times its size, so sorting first saves the padding (about a quarter here).
         todo.sort(key=lambda i: len(prompts[i] or ()))

@@ -16,7 +16,7 @@ import math
 import random
 from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from deceptwatch.backends._base import GenerateRequest, GenerateResponse
 
@@ -53,6 +53,29 @@ class ScoreCache:
         self._scores.move_to_end(key)
         while len(self._scores) > self.size:
             self._scores.popitem(last=False)
+
+    def split(
+        self, order: Sequence[int], keys: Mapping[int, bytes]
+    ) -> tuple[dict[int, tuple[float, ...]], list[int], list[int]]:
+        """Of the requests `order` (indexes, with `keys` their score keys; none where the
+        prompt failed): the scores kept for some, the rest to score, and those that repeat
+        a prompt of the rest (their scores are kept once it is scored)."""
+        kept: dict[int, tuple[float, ...]] = {}
+        todo: list[int] = []
+        again: list[int] = []
+        pending: set[bytes] = set()
+        for i in order:
+            key = keys.get(i)
+            hit = None if key is None else self.get(key)
+            if hit is not None:
+                kept[i] = hit
+            elif key in pending:
+                again.append(i)
+            else:
+                todo.append(i)
+                if key is not None:
+                    pending.add(key)
+        return kept, todo, again
 
     def __len__(self) -> int:
         return len(self._scores)

@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from deceptwatch._deadlines import Deadlines
-from deceptwatch._errors import BackendError, StoreError, first_line
+from deceptwatch._errors import BackendError, StoreError
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.backends import Backend, GenerateRequest, GenerateResponse, GenerationConfig
 from deceptwatch.envs._episode import run_episode
@@ -457,11 +457,7 @@ class _Run:
                 await writing
         if self.writer.error is not None:
             exc = self.writer.error
-            raise StoreError(
-                f"the store failed while recording trials ({type(exc).__name__}: "
-                f"{first_line(exc)}); "
-                "what was committed is kept: rerun the same command to resume"
-            ) from exc
+            raise StoreError.of(exc, " while recording trials") from exc
         return ModelRun(
             spec=self.backend.spec,
             model_id=self.model_id,

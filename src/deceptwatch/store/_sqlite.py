@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
+from deceptwatch._errors import InputError, mkdir_failure
 from deceptwatch.store._retry import BUSY_TIMEOUT_S, sqlite_wal
 
 READ_ONLY = "deceptwatch_read_only"  # execution option of connections that only read
@@ -66,3 +68,33 @@ def foreign_tables(path: str) -> list[str]:
     except sqlite3.Error:
         return []
     return [] if "schema_migrations" in names else sorted(names)
+
+
+def prepare_sqlite_file(database: str | None, query: Mapping[str, Any], shown: str) -> None:
+    """Check the file of a SQLite store's URL (`shown`, for messages) before it is opened,
+    and make its directory: a directory is no store, and another program's database is not
+    written into. An SQLite URI (``file:...?mode=ro&uri=true``) names a file that SQLite
+    itself opens, or fails to open, as its options say: it is left to SQLite."""
+    if not database or database == ":memory:" or "uri" in query:
+        return
+    if Path(database).is_dir():  # SQLite says "unable to open database file"
+        raise InputError(
+            f"the store {shown} is a directory",
+            hint=f"give --db a file's path, e.g. {Path(database) / 'deceptwatch.db'}",
+        )
+    parent = Path(database).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the directory of the store {shown}: {mkdir_failure(parent, exc)}",
+            hint="give --db a path in a writable directory",
+        ) from None
+    foreign = foreign_tables(database)
+    if foreign:
+        raise InputError(
+            f"{database} is another program's SQLite database, not a deceptwatch store: it "
+            f"holds {', '.join(foreign[:5])}"
+            + (f" and {len(foreign) - 5} more tables" if len(foreign) > 5 else ""),
+            hint="give --db a deceptwatch store or a new file's path",
+        )

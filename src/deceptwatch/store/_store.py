@@ -13,14 +13,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from operator import attrgetter
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, Table, create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, NoSuchModuleError
 
-from deceptwatch._errors import InputError, mkdir_failure
+from deceptwatch._errors import InputError
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.store import _schema as s
 from deceptwatch.store._planner import PlannerStatistics
@@ -38,7 +37,7 @@ from deceptwatch.store._rows import (
     trial_dict,
     trial_tuple,
 )
-from deceptwatch.store._sqlite import READ_ONLY, foreign_tables, sqlite_setup
+from deceptwatch.store._sqlite import READ_ONLY, prepare_sqlite_file, sqlite_setup
 from deceptwatch.store._url import resolve_db_url
 
 RUNNING, COMPLETE, INCOMPLETE = "running", "complete", "incomplete"
@@ -66,32 +65,7 @@ class Store:
         parsed = make_url(url)
         shown = parsed.render_as_string(hide_password=True)
         if parsed.get_backend_name() == "sqlite":
-            # A file's path, not an SQLite URI (file:...?mode=ro&uri=true): that names a file
-            # that SQLite itself opens, or fails to open, as its options say.
-            if parsed.database and parsed.database != ":memory:" and "uri" not in parsed.query:
-                if Path(parsed.database).is_dir():  # SQLite says "unable to open database file"
-                    raise InputError(
-                        f"the store {shown} is a directory",
-                        hint="give --db a file's path, e.g. "
-                        f"{Path(parsed.database) / 'deceptwatch.db'}",
-                    )
-                parent = Path(parsed.database).parent
-                try:
-                    parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise InputError(
-                        f"cannot create the directory of the store {shown}: "
-                        f"{mkdir_failure(parent, exc)}",
-                        hint="give --db a path in a writable directory",
-                    ) from None
-                foreign = foreign_tables(parsed.database)
-                if foreign:
-                    raise InputError(
-                        f"{parsed.database} is another program's SQLite database, not a "
-                        f"deceptwatch store: it holds {', '.join(foreign[:5])}"
-                        + (f" and {len(foreign) - 5} more tables" if len(foreign) > 5 else ""),
-                        hint="give --db a deceptwatch store or a new file's path",
-                    )
+            prepare_sqlite_file(parsed.database, parsed.query, shown)
             engine = create_engine(url)
             sqlite_setup(engine)
         else:
