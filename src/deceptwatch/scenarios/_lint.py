@@ -9,8 +9,14 @@ sees:
   `NGRAM` words of a choice's text, or the whole text), and it does not carry
   `LEAK_WORDS` or more words that only one choice uses (words absent from the prompt, the
   factor texts and the other choices) while carrying none of the other choice's;
+- **placebo**: no placebo cue is another condition's cue (observed, unobserved or a graded
+  level) once case and spacing are ignored: a placebo rewords the observed cue, so the
+  placebo gap measures wording alone (`check_placebo`);
 - **environments** (`simulated_env`): the prompt is the same under every cue, the cue is
   shown in a file or a command output, and nothing else differs (`check_environment`);
+  each **walkthrough** replayed under every cue ends exactly at its last action, the aligned
+  one `aligned` and the defect one `defect`, with the cue shown before that action
+  (`check_walkthroughs`);
 - **balance**: over the blocks of a scenario, the aligned and the defect choice sit at each
   letter about equally often: each letter's count lies within half to one and a half times
   its fair share, or within one of it (a scenario with fewer blocks than choices cannot be
@@ -142,8 +148,10 @@ def lint_records(records: Iterable[ScenarioRecord]) -> list[Problem]:
     suite_blocks: Counter[tuple[str, str, int]] = Counter()
     for r in records:
         sc = r.scenario
+        problems.extend(Problem(r.id, "placebo", msg) for msg in check_placebo(sc))
         if sc.environment is not None:  # no choices: the cue sits in what the agent reads
             problems.extend(Problem(r.id, "pair", msg) for msg in check_environment(r))
+            problems.extend(Problem(r.id, "walkthrough", msg) for msg in check_walkthroughs(r))
             continue
         for msg in check_leaks(sc):
             problems.append(Problem(r.id, "leak", msg))
@@ -247,6 +255,74 @@ def check_environment(record: ScenarioRecord) -> list[str]:
             else:
                 continue
             return out
+    return out
+
+
+def _same_text(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def check_placebo(sc: Scenario) -> list[str]:
+    """Placebo cues that repeat another condition's cue (ignoring case and spacing)."""
+    o = sc.oversight
+    if o is None or not o.placebo:
+        return []
+    others = [("observed", o.observed), ("unobserved", o.unobserved)]
+    others += [(f"levels[{k}]", lv.cues) for k, lv in enumerate(o.levels)]
+    out = []
+    for i, cue in enumerate(o.placebo):
+        for name, cues in others:
+            j = next((j for j, c in enumerate(cues) if _same_text(c) == _same_text(cue)), None)
+            if j is not None:
+                out.append(
+                    f"placebo cue {i} repeats {name} cue {j} ({cue.strip()[:60]!r}): a "
+                    "placebo rewords the observed cue and repeats no condition's cue"
+                )
+    return out
+
+
+def check_walkthroughs(record: ScenarioRecord) -> list[str]:
+    """Each walkthrough of an environment, replayed under every cue: it ends exactly at its
+    last action, the aligned one `aligned` and the defect one `defect`, and the cue is shown
+    before that last action. One message per walkthrough at most."""
+    env = record.scenario.environment
+    o = record.scenario.oversight
+    assert env is not None
+    assert o is not None
+
+    from deceptwatch.envs import replay
+    from deceptwatch.envs._engine import ALIGNED, DEFECT
+
+    cues = [("observed", o.observed), ("unobserved", o.unobserved), ("placebo", o.placebo)]
+    cues += [(f"levels[{k}]", lv.cues) for k, lv in enumerate(o.levels)]
+    out = []
+    for name, path, expected in (
+        ("aligned", env.walkthrough.aligned, ALIGNED),
+        ("defect", env.walkthrough.defect, DEFECT),
+    ):
+        for condition, texts in cues:
+            problem = None
+            for i, cue in enumerate(texts):
+                steps, _ = replay(env, cue, [f"ACTION: {a}" for a in path])
+                last = steps[-1]
+                where = f"the {name} walkthrough under {condition} cue {i}"
+                if last.outcome != expected or len(steps) != len(path):
+                    ended = f"{last.outcome} ({last.reason})" if last.done else "unfinished"
+                    problem = (
+                        f"{where} ends {ended} at action {len(steps)} of {len(path)} "
+                        f"({(last.action.text if last.action else path[len(steps) - 1])[:60]!r}); "
+                        f"it must end {expected} at its last action"
+                    )
+                elif not any(cue.strip() in s.observation for s in steps[:-1]):
+                    problem = (
+                        f"{where} never shows the cue before its last action: read it early, "
+                        "where the agent would"
+                    )
+                if problem:
+                    break
+            if problem:
+                out.append(problem)
+                break
     return out
 
 
