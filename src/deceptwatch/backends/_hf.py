@@ -16,11 +16,12 @@ end-of-sequence token (the tokenizer's, or one the checkpoint's generation confi
 ``max_tokens``, or where the model's context ends.
 
 Weights load through safetensors only (``use_safetensors=True``; nothing is unpickled), from
-local files only, with ``trust_remote_code`` off.
+local files only, with ``trust_remote_code`` off; a checkpoint that would load with weights at
+random, or with more tokens than embeddings, is refused (`_hf_load.py`, with the fingerprint).
 
 Options: ``batch_size`` (32), ``threads`` (torch threads, default min(2, CPUs)),
 ``answer_format``, ``mode`` (``choice`` or ``generate``), ``chat_template`` (``plain`` for
-checkpoints without one), ``system`` (``merge`` folds system messages into the first user
+checkpoints without one; led by the tokenizer's BOS token if it adds one), ``system`` (``merge`` folds system messages into the first user
 message, for a chat template that refuses a system role), ``dtype`` (``float32``, the
 default, or ``bfloat16``: about 1.5x as fast on CPUs with AVX512-BF16, and inexact: near-ties
 between options can flip).
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import inspect
 import json
 import os
@@ -39,9 +39,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from deceptwatch._errors import BackendError, InputError, first_line, require
+from deceptwatch._errors import BackendError, InputError, require
 from deceptwatch.backends._base import SCOPE_HINT, BaseBackend, GenerateRequest, GenerateResponse
-from deceptwatch.backends._chat import PLAIN_TEMPLATE, render_chat, system_option
+from deceptwatch.backends._chat import render_chat, system_option
+from deceptwatch.backends._hf_load import bos_prefix, fingerprint, load_checkpoint
 from deceptwatch.backends._scores import ScoreCache, choice_response, score_key
 
 _KNOWN = frozenset(
@@ -50,23 +51,6 @@ _KNOWN = frozenset(
 _DTYPES = ("float32", "bfloat16")
 MAX_THREADS = 256  # torch threads; a pool of thousands exhausts memory before it starts
 REPLY_RESERVE = 16  # tokens of the context a prompt must leave for the reply
-
-
-def fingerprint(path: Path) -> str:
-    """A content fingerprint of a checkpoint directory: the sha256 of its config, tokenizer
-    and every safetensors file, read in full (trial ids depend on it, so two checkpoints
-    that differ anywhere must never share one)."""
-    h = hashlib.sha256()
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        p = path / name
-        if p.exists():
-            h.update(name.encode() + b"\0" + p.read_bytes())
-    for p in sorted(path.glob("*.safetensors")):
-        h.update(f"{p.name}:{p.stat().st_size}".encode())
-        with p.open("rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 ORGANISM_SUITES = (
@@ -153,6 +137,8 @@ class HFBackend(BaseBackend):
         self._fingerprint = fingerprint(self.path)
         self.model: Any = None
         self.tokenizer: Any = None
+        self._bos: list[int] = []  # put before a prompt that lacks it (see load)
+        self._answers: dict[str, list[int]] = {}  # an option label's continuation, tokenized
         self._queue: (
             asyncio.Queue[tuple[GenerateRequest, asyncio.Future[GenerateResponse]]] | None
         ) = None
@@ -190,45 +176,13 @@ class HFBackend(BaseBackend):
         require("torch", "local", "The hf and organism backends")
         require("transformers", "local", "The hf and organism backends")
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
         torch.set_num_threads(self.threads)
-        try:
-            tok = AutoTokenizer.from_pretrained(
-                self.path, local_files_only=True, trust_remote_code=False
-            )
-            model = AutoModelForCausalLM.from_pretrained(
-                self.path,
-                local_files_only=True,
-                use_safetensors=True,
-                trust_remote_code=False,
-                dtype=getattr(torch, self.dtype),
-            )
-        except Exception as exc:  # transformers raises many kinds for a damaged checkpoint
-            raise InputError(
-                f"{self.path}: the checkpoint does not load "
-                f"({type(exc).__name__}: {first_line(exc)})",
-                hint="hf:PATH takes a transformers causal-LM checkpoint directory (config.json, "
-                "tokenizer files and .safetensors weights, as save_pretrained writes them)",
-            ) from None
-        if self.chat_template == "plain" or (
-            self.chat_template is None and not getattr(tok, "chat_template", None)
-        ):
-            if self.chat_template is None:
-                raise InputError(
-                    f"{self.path}: the tokenizer has no chat template",
-                    hint="pass -o chat_template=plain to use a plain 'role: content' format",
-                )
-            tok.chat_template = PLAIN_TEMPLATE
-        if tok.pad_token_id is None:
-            # Padding is masked out, so any token of the vocabulary will do: the end of
-            # sequence, or else the first token (a tokenizer may name neither pad nor eos).
-            tok.pad_token = (
-                tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
-            )
-        model.eval()
+        tok, model = load_checkpoint(self.path, dtype=self.dtype, chat_template=self.chat_template)
+        # the plain format writes no beginning-of-sequence token: put the tokenizer's own
+        # first, as encoding with its special tokens would (a checkpoint's own template
+        # writes its own, as transformers expects)
+        self._bos = bos_prefix(tok) if self.chat_template == "plain" else []
         self.tokenizer, self.model = tok, model
 
     def check(self) -> None:
@@ -256,11 +210,8 @@ class HFBackend(BaseBackend):
                 batch.append(self._queue.get_nowait())
             try:
                 results = await asyncio.to_thread(self.run_batch, [r for r, _ in batch])
-            except BackendError as exc:
-                results = [exc] * len(batch)
             except Exception as exc:  # a bug must fail the calls, not hang them
-                err = BackendError(f"{type(exc).__name__}: {exc}", kind="exception")
-                results = [err] * len(batch)
+                results = [_backend_error(exc)] * len(batch)
             for (_, fut), res in zip(batch, results, strict=True):
                 if fut.done():
                     continue
@@ -330,6 +281,8 @@ class HFBackend(BaseBackend):
     def prompt_ids(self, request: GenerateRequest) -> list[int]:
         text = render_chat(self.tokenizer, request.messages, self.system)
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self._bos and ids[:1] != self._bos:
+            ids = self._bos + ids
         limit = self._context
         if limit is not None and len(ids) + REPLY_RESERVE > limit:
             raise BackendError(
@@ -339,6 +292,27 @@ class HFBackend(BaseBackend):
                 kind="too_long",
             )
         return ids
+
+    def _answer_ids(self, label: str) -> list[int]:
+        """The tokens of the answer that picks option `label` (``answer_format``)."""
+        ids = self._answers.get(label)
+        if ids is None:
+            text = self.answer_format.format(label=label)
+            ids = self._answers[label] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def _check_answers_fit(self, prompt: list[int], answers: Sequence[list[int]]) -> None:
+        """A BackendError (``too_long``) where the prompt and its longest answer together
+        exceed the model's context: a long ``answer_format`` can, where the prompt alone
+        fits (its check keeps only REPLY_RESERVE tokens for the reply)."""
+        limit = self._context
+        longest = max((len(a) for a in answers), default=0)
+        if limit is not None and len(prompt) + longest > limit:
+            raise BackendError(
+                f"prompt of {len(prompt)} tokens and an answer of {longest} "
+                f"(answer_format {self.answer_format!r}) exceed the model's context of {limit}",
+                kind="too_long",
+            )
 
     @property
     def _context(self) -> int | None:
@@ -371,13 +345,9 @@ class HFBackend(BaseBackend):
         ids_of: list[list[int]] = [
             p if p is not None else self.prompt_ids(r) for r, p in zip(requests, given, strict=True)
         ]
-        conts = [
-            [
-                tok(self.answer_format.format(label=label), add_special_tokens=False)["input_ids"]
-                for label, _ in r.choices
-            ]
-            for r in requests
-        ]
+        conts = [[self._answer_ids(label) for label, _ in r.choices] for r in requests]
+        for p, c in zip(ids_of, conts, strict=True):
+            self._check_answers_fit(p, c)
         width = max(len(p) for p in ids_of)
         pad = tok.pad_token_id
         ids = torch.full((len(ids_of), width), pad, dtype=torch.long)
@@ -409,6 +379,8 @@ class HFBackend(BaseBackend):
             full_mask = torch.cat([mask.repeat_interleave(k, dim=0), cmask], dim=1)
             start = mask.sum(1).repeat_interleave(k).unsqueeze(1)
             cpos = start + torch.arange(clen).unsqueeze(0)
+            if self._context is not None:  # padding past a short answer's end, masked out,
+                cpos = cpos.clamp(max=self._context - 1)  # must not run past the context
             second = model(
                 input_ids=cids,
                 attention_mask=full_mask,
@@ -433,25 +405,42 @@ class HFBackend(BaseBackend):
         requests: Sequence[GenerateRequest],
         prompts: Sequence[list[int] | None] | None = None,
     ) -> list[GenerateResponse | BackendError]:
-        """Score a batch of choice requests, keeping each prompt's scores for later epochs."""
+        """Score a batch of choice requests, keeping each prompt's scores for later epochs.
+
+        A request whose prompt does not render or fit, or whose answers would run past the
+        context, gets its own error. An unexpected exception scores the batch's requests
+        one by one, so that it fails only the request that raises it.
+        """
+        self.load()
         given = list(prompts) if prompts is not None else [None] * len(requests)
+        out: list[GenerateResponse | BackendError | None] = [None] * len(requests)
+        ready: list[tuple[int, list[int]]] = []
+        for i, (req, p) in enumerate(zip(requests, given, strict=True)):
+            try:
+                ids = p if p is not None else self.prompt_ids(req)
+                self._check_answers_fit(ids, [self._answer_ids(label) for label, _ in req.choices])
+            except BackendError as exc:
+                out[i] = exc
+            else:
+                ready.append((i, ids))
         try:
-            scores = self.option_logprobs(requests, given)
-        except BackendError as exc:
-            if len(requests) == 1:
-                return [exc]
-            return [
-                r
-                for req, p in zip(requests, given, strict=True)
-                for r in self.score_choices([req], [p])
-            ]
-        for req, p, logps in zip(requests, given, scores, strict=True):
-            if p is not None:
+            scores = (
+                self.option_logprobs([requests[i] for i, _ in ready], [p for _, p in ready])
+                if ready
+                else []
+            )
+        except Exception as exc:
+            if len(ready) == 1:
+                out[ready[0][0]] = _backend_error(exc)
+            else:
+                for i, p in ready:
+                    [out[i]] = self.score_choices([requests[i]], [p])
+        else:
+            for (i, p), logps in zip(ready, scores, strict=True):
+                req = requests[i]
                 self._scores.put(score_key(p, [label for label, _ in req.choices]), logps)
-        return [
-            choice_response(req, logps, self.answer_format, self.spec)
-            for req, logps in zip(requests, scores, strict=True)
-        ]
+                out[i] = choice_response(req, logps, self.answer_format, self.spec)
+        return [r for r in out if r is not None]
 
     def generate_text(
         self, requests: Sequence[GenerateRequest]
@@ -472,10 +461,17 @@ class HFBackend(BaseBackend):
                 out[i] = exc
             else:
                 fits.append(i)
-        if fits:
-            replies = self._sample([requests[i] for i in fits], prompts)
-            for i, reply in zip(fits, replies, strict=True):
-                out[i] = reply
+        replies: list[GenerateResponse | BackendError] = []
+        try:
+            replies = list(self._sample([requests[i] for i in fits], prompts)) if fits else []
+        except Exception as exc:  # one request's fault must not fail the others: one by one
+            replies = (
+                [r for i in fits for r in self.generate_text([requests[i]])]
+                if len(fits) > 1
+                else [_backend_error(exc)]
+            )
+        for i, reply in zip(fits, replies, strict=True):
+            out[i] = reply
         return [r for r in out if r is not None]
 
     def _sample(
@@ -575,6 +571,13 @@ class HFBackend(BaseBackend):
             elif isinstance(value, (list, tuple)):
                 ids.update(v for v in value if isinstance(v, int))
         return frozenset(ids)
+
+
+def _backend_error(exc: Exception) -> BackendError:
+    """`exc` as the error of the one request it was raised for."""
+    if isinstance(exc, BackendError):
+        return exc
+    return BackendError(f"{type(exc).__name__}: {exc}", kind="exception")
 
 
 def _returned_cache(output: Any) -> Any:

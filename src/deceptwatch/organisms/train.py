@@ -197,12 +197,14 @@ def train(
     init: tuple[LlamaForCausalLM, PreTrainedTokenizerFast] | None = None,
     groups: Sequence[int] | None = None,
     on_step: Callable[[int, float], None] | None = None,
-    on_checkpoint: Callable[[int, LlamaForCausalLM], None] | None = None,
+    on_checkpoint: Callable[[int, LlamaForCausalLM, float, float], None] | None = None,
 ) -> TrainResult:
     """Train an organism on (messages, reply) examples; seeded and deterministic.
 
     With `init` (a model and its tokenizer), fine-tune a copy of that model instead of
     starting from a fresh one: that is how organisms are made from the shared base.
+    `on_checkpoint` is called at each step of ``cfg.checkpoints`` with the step, the model
+    (in eval mode), the loss of that step and the seconds trained so far.
     """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -256,7 +258,7 @@ def train(
             on_step(step + 1, losses[-1])
         if on_checkpoint is not None and (step + 1) in cfg.checkpoints:
             model.eval()
-            on_checkpoint(step + 1, model)
+            on_checkpoint(step + 1, model, losses[-1], time.perf_counter() - start)
             model.train()
     model.eval()
     return TrainResult(model, tokenizer, losses, time.perf_counter() - start, tokens)
