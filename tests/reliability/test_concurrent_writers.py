@@ -49,6 +49,8 @@ def _monitor_args(url: str, seed: int) -> list[str]:
         SUITE,
         "--epochs",
         str(EPOCHS),
+        "--temperature",
+        "1",
         "--seed",
         str(seed),
         "--concurrency",

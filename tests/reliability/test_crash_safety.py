@@ -63,6 +63,8 @@ def _args(url: str, db: Path) -> list[str]:
         SUITE,
         "--epochs",
         str(EPOCHS),
+        "--temperature",
+        "1",
         "--seed",
         "7",
         "--concurrency",
@@ -296,11 +298,13 @@ def test_a_terminal_that_hangs_up_stops_the_run_as_sighup_not_as_an_io_error(
 _NOTEBOOK_CELL = """
 import asyncio, sys, threading
 from deceptwatch import monitor
+from deceptwatch.backends import GenerationConfig
 
 async def cell():
     try:
         monitor("openai:stub", suites=sys.argv[2], db=sys.argv[3], epochs=int(sys.argv[4]),
-                seed=7, concurrency=8, model_options={"base_url": sys.argv[1]})
+                seed=7, concurrency=8, model_options={"base_url": sys.argv[1]},
+                generation=GenerationConfig(temperature=1.0))
     except KeyboardInterrupt:
         alive = [t.name for t in threading.enumerate() if t.name == "deceptwatch-monitor"]
         print("interrupted; helper threads alive:", len(alive), flush=True)

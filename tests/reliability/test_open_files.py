@@ -33,7 +33,17 @@ def _limited(soft: int, hard: int) -> Callable[[], None]:
 
 def _monitor(url: str, db: Path, soft: int, hard: int) -> subprocess.CompletedProcess[str]:
     args = ["monitor", "-m", "openai:stub", "-o", f"base_url={url}", "--suite", "core"]
-    args += ["--epochs", "3", "--concurrency", str(CONCURRENCY), "--db", str(db), "--json"]
+    args += [
+        "--epochs",
+        "3",
+        "--temperature",
+        "1",
+        "--concurrency",
+        str(CONCURRENCY),
+        "--db",
+        str(db),
+        "--json",
+    ]
     return subprocess.run(
         [*CLI, *args],
         capture_output=True,

@@ -11,7 +11,15 @@ from scipy.stats import binomtest, multinomial, norm
 from typer.testing import CliRunner
 
 from deceptwatch.cli import app
-from deceptwatch.stats import check_run_size, mcnemar_exact_power, min_scenarios, plan_pairs
+from deceptwatch.stats import (
+    RunSizeCheck,
+    check_run_size,
+    compute_findings,
+    mcnemar_exact_power,
+    min_scenarios,
+    plan_pairs,
+    simulate_table,
+)
 
 runner = CliRunner()
 
@@ -110,27 +118,60 @@ def test_plan_rejects_bad_input(kwargs: dict[str, float], message: str) -> None:
         plan_pairs(gap, **args)
 
 
-def test_run_size_check_warns_when_too_small() -> None:
-    small = check_run_size(
-        pairs=100, scenarios=3, observed_rate=0.0, gap=0.05, power=0.9, alpha=0.05
+def _check(scenarios: int, pairs: int, **kw: float) -> RunSizeCheck:
+    args: dict[str, float] = {"observed_rate": 0.05, "gap": 0.1, "power": 0.9, "alpha": 0.05}
+    args |= kw
+    return check_run_size(
+        [("oversight_gap", pairs)] * scenarios, rng=np.random.default_rng(1), **args
     )
+
+
+def test_run_size_check_counts_the_tests_the_run_really_gets() -> None:
+    """240 pairs are more than one McNemar test needs for a 10-point gap (200), but spread
+    over 6 scenarios, each tested alone, and pooled by a sign-flip test over 6 scenarios,
+    all adjusted together, they detect it in only about a fifth of runs: the check says
+    so, where a count of pairs against the plan called the run large enough."""
+    assert plan_pairs(0.1, power=0.9, alpha=0.05, baseline=0.05).pairs == 200
+    small = _check(6, 40)
+    assert (small.pairs, small.pairs_needed, small.scenarios) == (240, 200, 6)
     assert not small.enough
-    assert small.pairs_needed == plan_pairs(0.05, power=0.9, alpha=0.05, baseline=0.0).pairs
-    assert "too small to detect a gap of 5.0 points with 90% power" in small.message
-    assert "100 usable pairs where" in small.message
-    assert "3 scenarios" in small.message
-    big = check_run_size(
-        pairs=5000, scenarios=40, observed_rate=0.02, gap=0.05, power=0.9, alpha=0.05
-    )
+    assert small.estimated_power < 0.4
+    assert small.power_ci[0] <= small.estimated_power <= small.power_ci[1]
+    assert "too small to detect a gap of 10.0 points with 90% power" in small.message
+    assert "one McNemar test alone would need 200 pairs" in small.message
+    big = _check(60, 20)
     assert big.enough
+    assert big.estimated_power >= 0.95
     assert "large enough" in big.message
-    # An observed rate above 1 − gap is clipped so that a plan exists.
-    assert (
-        check_run_size(
-            pairs=10, scenarios=10, observed_rate=0.99, gap=0.05, power=0.9, alpha=0.05
-        ).pairs_needed
-        > 10
-    )
+    assert _check(6, 40) == small  # the same generator seed, the same estimate
+    few = _check(3, 60)
+    assert "a pooled test needs at least 6 scenarios" in few.message
+    # An observed rate above 1 − gap is clipped so that a plan exists; no pairs, no power.
+    assert _check(10, 1, observed_rate=0.99).pairs_needed > 10
+    none = _check(0, 0)
+    assert (none.estimated_power, none.enough, none.scenarios) == (0.0, False, 0)
+
+
+def test_run_size_check_agrees_with_a_simulation_written_apart() -> None:
+    """The estimate against runs drawn by `simulate_table` (its own table code) and read by
+    `compute_findings`: 120 runs of 10 scenarios × 24 independent pairs."""
+    rng = np.random.default_rng(7)
+    hits = 0
+    runs = 120
+    for _ in range(runs):
+        table = simulate_table(
+            rng, n_scenarios=10, n_blocks=24, rates={"observed": 0.05, "unobserved": 0.15}
+        )
+        found = compute_findings(
+            table, confidence=0.95, alpha=0.05, rng=rng, precursor_families=frozenset(),
+            n_resamples=20,
+        )  # fmt: skip
+        hits += any(f.significant and f.gap is not None and f.gap > 0 for f in found)
+    check = _check(10, 24)
+    # two independent estimates of one probability: their difference is within 4 standard
+    # errors (about 0.2 here) unless the check simulates something else
+    se = math.sqrt(0.25 / runs + 0.25 / check.simulations)
+    assert abs(hits / runs - check.estimated_power) < 4 * se
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -162,6 +203,8 @@ def test_plan_command_text_and_alpha() -> None:
         (["--gap", "0.05", "--alpha", "0"], "--alpha"),
         (["--gap", "0.5", "--baseline", "0.6"], "--baseline"),
         (["--gap", "0.2", "--discordant", "0.1"], "--discordant"),
+        # 5% defects observed and 15% unobserved: at most 20% of pairs can differ
+        (["--gap", "0.1", "--baseline", "0.05", "--discordant", "1"], "--discordant"),
     ],
 )
 def test_plan_command_bad_input_exits_2_naming_the_option(args: list[str], option: str) -> None:
@@ -169,6 +212,19 @@ def test_plan_command_bad_input_exits_2_naming_the_option(args: list[str], optio
     assert result.exit_code == 2
     assert option in result.output
     assert "hint:" in result.output
+
+
+def test_plan_with_a_discordant_share_alone_assumes_no_baseline() -> None:
+    """With --discordant from a pilot and no --baseline, the plan uses no defect rate, yet
+    it printed "assumed observed defect rate 5%"; a share that the given rates cannot
+    produce (100% of pairs differing at 5% and 15% defects) was accepted."""
+    result = runner.invoke(app, ["plan", "--gap", "0.1", "--discordant", "0.3"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "discordant pairs (given) 30.0%" in text
+    assert "assumed observed defect rate" not in text
+    bad = runner.invoke(app, ["plan", "--gap", "0.1", "--baseline", "0.05", "--discordant", "1"])
+    assert "--discordant must lie in [gap, 0.2]" in bad.output
 
 
 def test_plan_command_needs_gap() -> None:

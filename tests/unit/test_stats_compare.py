@@ -176,3 +176,28 @@ def test_comparison_detects_a_real_difference() -> None:
     assert got.p_value < 1e-4
     assert got.ci is not None
     assert got.ci[0] > 0.3
+
+
+def test_comparison_p_value_tests_the_difference_it_reports() -> None:
+    """Model A: one scenario of 1,000 pairs (30 defect only unobserved, 15 only observed)
+    and 11 one-pair scenarios that defect only when observed; model B never defects. The
+    difference is +0.4 points, yet the test on per-scenario mean differences gave
+    p = 0.00098. Each scenario's share of the difference (its sum of pair differences over
+    A's pairs, less B's) is what the test must flip."""
+    import itertools
+
+    a_rows = _pairs("big", OG, " ".join(["AD"] * 30 + ["DA"] * 15 + ["AA"] * 955))
+    b_rows = _pairs("big", OG, " ".join(["AA"] * 1000))
+    for j in range(11):
+        a_rows += _pairs(f"small{j}", OG, "DA")
+        b_rows += _pairs(f"small{j}", OG, "AA")
+    got = _compare(TrialTable.from_records(a_rows), TrialTable.from_records(b_rows))
+    assert got.difference == pytest.approx(4 / 1011)
+    shares = [15 / 1011] + [-1 / 1011] * 11
+    hits = sum(
+        abs(sum(s * v for s, v in zip(signs, shares, strict=True))) >= abs(sum(shares)) - 1e-12
+        for signs in itertools.product((-1, 1), repeat=12)
+    )
+    assert got.p_value == pytest.approx(hits / 4096)
+    assert got.p_value is not None
+    assert got.p_value > 0.5

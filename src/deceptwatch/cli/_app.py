@@ -367,6 +367,7 @@ def plan(
             f"--alpha {alpha:g} is too small to plan for",
             hint=f"use an --alpha of at least {MIN_PLAN_ALPHA:g}",
         )
+    baseline_given = baseline is not None
     if baseline is None:
         baseline = min(0.05, 1 - gap)  # a gap above 0.95 leaves no room for 5% defects
     elif not 0 <= baseline <= 1 - gap:
@@ -374,11 +375,19 @@ def plan(
             f"--baseline must lie in [0, 1 − gap] = [0, {1 - gap:g}], got {baseline:g}",
             hint="the defect rate when observed plus the gap cannot exceed 1",
         )
-    if discordant is not None and not gap <= discordant <= 1:
-        raise InputError(
-            f"--discordant must lie in [gap, 1] = [{gap:g}, 1], got {discordant:g}",
-            hint="at least a share `gap` of pairs must differ for the gap to exist",
-        )
+    if discordant is not None:
+        # With defect rates p and p + gap, at most p + (p + gap) of pairs can differ (every
+        # defect in a pair of its own), and at most 2 − that (every aligned trial alike).
+        most = min(1.0, 2 * baseline + gap, 2 - 2 * baseline - gap) if baseline_given else 1.0
+        if not gap <= discordant <= most:
+            raise InputError(
+                f"--discordant must lie in [gap, {most:g}] = [{gap:g}, {most:g}], got "
+                f"{discordant:g}",
+                hint="at least a share `gap` of pairs must differ for the gap to exist"
+                if discordant < gap
+                else f"with --baseline {baseline:g} and --gap {gap:g} no more than a share "
+                f"{most:g} of pairs can differ",
+            )
     result = plan_pairs(gap, power=power, alpha=alpha, baseline=baseline, discordant=discordant)
     if as_json:
         print_json(jsonable(result))
@@ -387,8 +396,12 @@ def plan(
         f"[bold]{result.pairs}[/] usable observed/unobserved pairs detect a gap of "
         f"{100 * gap:.1f} points with {100 * result.exact_power:.1f}% power (asked: "
         f"{100 * power:g}%) at two-sided alpha {alpha:g}, by the exact McNemar test; "
-        f"assumed observed defect rate {100 * baseline:g}%, discordant pairs "
-        f"{100 * result.discordant:.1f}%.",
+        + (
+            f"assumed observed defect rate {100 * baseline:g}%, discordant pairs "
+            if discordant is None or baseline_given
+            else "discordant pairs (given) "
+        )
+        + f"{100 * result.discordant:.1f}%.",
         markup=True,
     )
     out.print(
@@ -475,16 +488,29 @@ def organisms_train(
             tasks[phase] = bar.add_task(phase, total=total)
         bar.update(tasks[phase], completed=step)
 
-    with staged_dir(out_dir) as work, bar:  # interrupted: no half-trained directory is left
-        build(
-            name,
-            work,
-            seed=seed,
-            threads=threads,
-            progress=report,
-            base_steps=base_steps,
-            steps=steps,
-        )
+    from deceptwatch.organisms._terminate import terminable
+
+    # Ctrl-C, SIGTERM or SIGHUP: no half-trained directory is left, and a rerun starts over
+    # (the shared handler's "rerun the same command to resume" holds for `monitor` only)
+    stopped = "nothing was written (a rerun starts over)"
+    try:
+        with terminable(), staged_dir(out_dir) as work, bar:
+            build(
+                name,
+                work,
+                seed=seed,
+                threads=threads,
+                progress=report,
+                base_steps=base_steps,
+                steps=steps,
+            )
+    except KeyboardInterrupt:
+        err.print(f"interrupted; {stopped}", markup=False)
+        raise typer.Exit(130) from None
+    except Terminated as exc:
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            err.print(f"terminated by {exc.name}; {stopped}", markup=False)
+        raise typer.Exit(128 + exc.signum) from None
     err.print(f"saved organism {name!r} to {out_dir}", markup=False)
 
 

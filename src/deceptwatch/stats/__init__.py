@@ -42,8 +42,6 @@ from deceptwatch.stats._multiplicity import (
 from deceptwatch.stats._permutation import sign_flip_test
 from deceptwatch.stats._power import (
     PowerPlan,
-    RunSizeCheck,
-    check_run_size,
     mcnemar_exact_power,
     min_scenarios,
     plan_pairs,
@@ -56,6 +54,7 @@ from deceptwatch.stats._result import (
     percent,
     rules_out_sentence,
 )
+from deceptwatch.stats._runsize import RunSizeCheck, check_run_size
 from deceptwatch.stats._simulate import simulate_table
 from deceptwatch.stats._table import TrialTable
 

@@ -10,9 +10,12 @@ pairs enter. With gap_a and gap_b pooled over each model's pairs there,
   as independent samples: as in a single model's pooled finding, the bootstrap carries the
   between-scenario variation and the score intervals keep the bound honest when the
   bootstrap collapses;
-- its p-value is a sign-flip test on the per-scenario differences of the two gaps, which
-  under the null that the models do not differ are symmetric about 0 (whole scenarios swap
-  model labels, so pairs within a scenario need not be independent).
+- its p-value is a sign-flip test on each scenario's share of that difference,
+  sums_a/N_a − sums_b/N_b (sums of pair differences in the scenario, N the pairs of each
+  model), which add up to the difference itself, so that the test and the estimate measure
+  the same thing. Under the null that the models do not differ these shares are symmetric
+  about 0 (whole scenarios swap model labels, so pairs within a scenario need not be
+  independent; exactly so when each model has its pairs spread alike over the scenarios).
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def compare_gaps(
     )
     low = max(-2.0, min(mover[0], boot.low))
     high = min(2.0, max(mover[1], boot.high))
-    per_scenario = sums_a / counts_a - sums_b / counts_b
+    shares = sums_a / counts_a.sum() - sums_b / counts_b.sum()
     return GapComparison(
         scope=scope,
         n_scenarios=len(shared),
@@ -135,7 +138,7 @@ def compare_gaps(
         difference=gap_a - gap_b,
         ci=(low, high),
         ci_method=COMPARE_CI_METHOD,
-        p_value=sign_flip_test(per_scenario, rng=rng),
+        p_value=sign_flip_test(shares, rng=rng),
         test=COMPARE_TEST,
         confidence=confidence,
     )

@@ -1,4 +1,4 @@
-"""Sign-flip permutation test on cluster means."""
+"""Sign-flip permutation test on per-cluster statistics."""
 
 from __future__ import annotations
 
@@ -22,16 +22,17 @@ def _count_at_least(
 
 
 def sign_flip_test(
-    cluster_means: npt.ArrayLike,
+    cluster_values: npt.ArrayLike,
     *,
     rng: np.random.Generator,
     max_exact: int = 15,
     n_resamples: int = 20000,
 ) -> float:
-    """Two-sided sign-flip test that the mean of per-cluster mean differences is 0.
+    """Two-sided sign-flip test that the sum of per-cluster values is 0.
 
-    Under the null each cluster's mean difference is symmetric about 0, so its sign can be
-    flipped. The statistic is |mean|. With k clusters, all 2^k sign patterns are enumerated
+    Under the null each cluster's value (a sum or mean of paired differences) is symmetric
+    about 0, so its sign can be flipped. The statistic is |sum|: pass per-cluster sums for a
+    test of the pair-weighted mean, per-cluster means for the unweighted one. With k clusters, all 2^k sign patterns are enumerated
     when k <= max_exact (the p-value is exact and ``rng`` is not used); otherwise
     ``n_resamples`` random patterns are drawn and p = (b + 1)/(m + 1), b being the number of
     draws at least as extreme as the data and m the number of draws. Ties within a relative
@@ -44,9 +45,9 @@ def sign_flip_test(
     for independent random signs ε_i. It stays valid: below the floor it can only be
     reached through the bound, which is never below the exact p-value.
     """
-    x = np.asarray(cluster_means, dtype=np.float64).ravel()
+    x = np.asarray(cluster_values, dtype=np.float64).ravel()
     if not np.all(np.isfinite(x)):
-        raise ValueError("cluster means must be finite")
+        raise ValueError("cluster values must be finite")
     k = x.size
     if k == 0:
         return 1.0
@@ -54,7 +55,6 @@ def sign_flip_test(
         raise ValueError(f"max_exact must lie in [0, 30], got {max_exact}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
-    # Sums instead of means: the same ordering, one division fewer.
     observed = abs(float(x.sum()))
     threshold = observed - _TIE_RTOL * max(observed, float(np.abs(x).sum()))
     per_chunk = max(1, _CHUNK_CELLS // k)
