@@ -52,6 +52,7 @@ _KNOWN_OPTIONS = frozenset(
         "api_key",
         "timeout",
         "max_connections",
+        "max_reply_mb",
         "send_seed",
         "max_tokens_field",
         "system",
@@ -84,6 +85,62 @@ def _identity(opts: Mapping[str, str]) -> dict[str, str]:
     return headers
 
 
+def _api_key(opts: Mapping[str, str]) -> str:
+    """The API key, from the option, else from ``OPENAI_API_KEY``: printable ASCII, as it is
+    sent in the Authorization header (a newline would split the header)."""
+    key = opts.get("api_key") or os.environ.get("OPENAI_API_KEY") or ""
+    if key and not (key.isascii() and key.isprintable()):
+        source = "option api_key" if opts.get("api_key") else "$OPENAI_API_KEY"
+        raise InputError(  # the key itself is not shown: it is a secret
+            f"openai {source} holds a newline, control or non-ASCII character (it is sent "
+            "as the Authorization header)",
+            hint="copy the key again without the line end, e.g. "
+            "export OPENAI_API_KEY=\"$(tr -d '\\r\\n' < key.txt)\"",
+        )
+    return key
+
+
+def _check_base_url(base: str, has_key: bool) -> None:
+    """Refuse a base URL that every call would fail on, before anything is written."""
+    example = "e.g. -o base_url=http://127.0.0.1:8000/v1"
+    try:
+        parts = urlsplit(base)
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises ValueError for a bad or out-of-range port)
+    except ValueError as exc:
+        raise InputError(
+            f"base_url {redact_url_safe(base)!r} has a bad port ({exc})",
+            hint=f"a port is a number from 1 to 65535, {example}",
+        ) from None
+    if not base.startswith(("http://", "https://")) or not host:
+        raise InputError(
+            f"base_url {redact_url_safe(base)!r} is not an http(s) URL with a host",
+            hint=example,
+        )
+    if parts.query or parts.fragment:
+        raise InputError(
+            f"base_url {redact_url(base)!r} has a query or fragment (?...): /chat/completions "
+            "is appended to the path, which cannot follow a query",
+            hint="give the URL without the ?...; a server that needs a query parameter (such "
+            "as Azure's api-version) is not supported by the openai backend",
+        )
+    if has_key and (parts.username is not None or parts.password is not None):
+        raise InputError(
+            f"base_url {redact_url(base)!r} holds user:password@ and an API key is set: "
+            "the two cannot both be sent (each is an Authorization header)",
+            hint="drop the user:password@ from base_url, or unset OPENAI_API_KEY and -o api_key",
+        )
+
+
+def redact_url_safe(url: str) -> str:
+    """`redact_url`, or the URL cut at its user info when it cannot be parsed."""
+    try:
+        return redact_url(url)
+    except ValueError:
+        scheme, sep, rest = url.partition("://")
+        return scheme + sep + rest.rpartition("@")[2] if sep else url
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
     ms = headers.get("retry-after-ms")
@@ -104,6 +161,29 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+# Keys shorter than this are not looked for in replies (every "a" would go); shorter ones
+# (a local server's "EMPTY" or "test") are redacted only as whole words.
+_MIN_REDACTED = 4
+
+
+def _key_pattern(key: str) -> re.Pattern[str] | None:
+    """A pattern for `key` as a reply may carry it: each character as itself or in any JSON
+    escape of it (``\\uXXXX`` in either case, ``\\/``, ``\\"``, ``\\\\``). None for no key."""
+    if len(key) < _MIN_REDACTED:
+        return None
+    parts = []
+    for char in key:
+        code = f"{ord(char):04x}"
+        forms = [re.escape(char), r"\\u" + "".join(f"[{c}{c.upper()}]" for c in code)]
+        if char in '/"\\':
+            forms.append(re.escape("\\" + char))
+        parts.append("(?:" + "|".join(forms) + ")")
+    body = "".join(parts)
+    if len(key) < 8:  # a short key only as a whole word, not inside every longer one
+        body = rf"(?<![\w-]){body}(?![\w-])"
+    return re.compile(body)
 
 
 def redact_url(url: str) -> str:
@@ -167,24 +247,27 @@ class OpenAIBackend(BaseBackend):
                 hint=f"known options: {', '.join(sorted(_KNOWN_OPTIONS))}; {SCOPE_HINT}",
             )
         base = opts.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        try:
-            host = urlsplit(base).hostname
-        except ValueError:
-            host = None
-        if not base.startswith(("http://", "https://")) or not host:
-            raise InputError(
-                f"base_url {base!r} is not an http(s) URL with a host",
-                hint="e.g. -o base_url=http://127.0.0.1:8000/v1",
-            )
+        self._api_key = _api_key(opts)
+        _check_base_url(base, bool(self._api_key))
         self.base_url = base.rstrip("/")
         self.public_url = redact_url(self.base_url)
-        self._api_key = opts.get("api_key") or os.environ.get("OPENAI_API_KEY") or ""
+        self._key_pattern = _key_pattern(self._api_key)
         self._identity = _identity(opts)
         try:
             self.timeout = float(opts.get("timeout", "60"))
             self._max_connections = int(opts.get("max_connections", "0"))
+            max_reply_mb = float(opts.get("max_reply_mb", "64"))
         except ValueError:
-            raise InputError("openai options timeout and max_connections must be numbers") from None
+            raise InputError(
+                "openai options timeout, max_connections and max_reply_mb must be numbers"
+            ) from None
+        if not (math.isfinite(max_reply_mb) and max_reply_mb > 0):
+            raise InputError(
+                f"openai option max_reply_mb={opts.get('max_reply_mb')!r} must be a positive "
+                "number of megabytes (2**20 bytes)",
+                hint="e.g. -o max_reply_mb=64",
+            )
+        self._max_reply = int(max_reply_mb * 2**20)
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise InputError(
                 f"openai option timeout={opts.get('timeout')!r} must be a positive number of seconds",
@@ -211,10 +294,15 @@ class OpenAIBackend(BaseBackend):
         self._head_text = ""
 
     def _redact(self, text: str) -> str:
-        """`text` with this backend's API key replaced by ``[redacted]``."""
-        if len(self._api_key) >= 8 and self._api_key in text:
-            return text.replace(self._api_key, "[redacted]")
-        return text
+        """`text` with this backend's API key replaced by ``[redacted]``: written plainly or
+        JSON-escaped (``\\/`` for ``/``, ``\\u003d`` for ``=``, as Gson writes it), so that
+        decoding a redacted reply cannot give the key back."""
+        pattern = self._key_pattern
+        if pattern is None:
+            return text
+        if "\\" not in text and self._api_key not in text:
+            return text  # the common case: neither the key nor any escape in the reply
+        return pattern.sub("[redacted]", text)
 
     def cache_key(self) -> dict[str, Any]:
         key = {"spec": self.spec, "base_url": self.public_url}
@@ -343,7 +431,11 @@ class OpenAIBackend(BaseBackend):
                 proxy=self._proxy,
                 proxy_headers=self._proxy_headers,
             ) as resp:
-                raw_bytes = await resp.read()
+                length = resp.content_length
+                if length is not None and length <= self._max_reply:
+                    raw_bytes = await resp.read()
+                else:  # too long, or of unknown length: read no more than the cap
+                    raw_bytes = await self._read_capped(resp)
                 status = resp.status
                 headers = resp.headers
         except asyncio.CancelledError:
@@ -388,7 +480,7 @@ class OpenAIBackend(BaseBackend):
             # with time, as a rate limit does: retrying it only delays the stop.
             spent = status == 429 and "insufficient_quota" in raw
             retryable = (status in RETRYABLE_STATUS or status >= 500) and not spent
-            said = _error_message(raw)
+            said = self._redact(_error_message(raw))  # decoded: escapes undone
             advice = self._advice(status, said, retryable)
             raise BackendError(
                 f"HTTP {status} from {self.public_url}: {said}{advice}",
@@ -425,12 +517,33 @@ class OpenAIBackend(BaseBackend):
         if not content.strip() and first.get("finish_reason") == "length":
             content = _cut_off_reasoning(message, thought) or content
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        model = data.get("model")
         return GenerateResponse(
-            text=content,
+            text=self._redact(content),  # decoded: escapes undone
             raw=raw,
-            model=data.get("model") if isinstance(data.get("model"), str) else None,
+            model=self._redact(model) if isinstance(model, str) else None,
             usage={k: v for k, v in usage.items() if isinstance(v, int)} if usage else None,
         )
+
+    async def _read_capped(self, resp: Any) -> bytes:
+        """The body of `resp`, or a `too_large` error once it passes ``max_reply_mb``: a
+        reply is kept in memory, decoded and stored, so one unbounded body could take the
+        whole machine's memory."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > self._max_reply:
+                resp.close()  # the connection is dropped, not drained
+                raise BackendError(
+                    f"HTTP {resp.status} reply from {self.public_url} is longer than "
+                    f"{self._max_reply / 2**20:g} MB (option max_reply_mb): not read further "
+                    f"(pass -o max_reply_mb=N to allow longer replies)",
+                    kind="too_large",
+                    retryable=False,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         if self._watchdog is not None:

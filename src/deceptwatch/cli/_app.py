@@ -240,7 +240,10 @@ def monitor(
     ] = 0.05,
     max_retries: Annotated[
         int,
-        typer.Option(help="Retries per call, with exponential backoff that honours Retry-After."),
+        typer.Option(
+            help="Retries per call, with exponential backoff that honours Retry-After "
+            "(a server asking to wait more than 10 minutes fails the call instead)."
+        ),
     ] = 5,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     probes: Annotated[

@@ -4,8 +4,11 @@ Trials are expanded lazily and checked against the store in chunks: a trial that
 an outcome other than `error` is linked to the run and skipped, so running the same command
 again resumes and never counts anything twice (a model with no stored trial at all skips the
 check). Each call is retried with exponential backoff and jitter, waiting at least as long as
-the server's ``Retry-After``; each attempt has a time limit (`attempt_timeout`, kept by one
-watchdog for all workers). A call that still fails is recorded as `error` with its reason.
+the server's ``Retry-After`` (a server that asks for more than `retry_after_limit`, ten
+minutes, fails the call at once rather than being asked again early); each attempt has a time
+limit (`attempt_timeout`, or a backend's own ``timeout`` plus `ATTEMPT_MARGIN` when that is
+longer, kept by one watchdog for all workers). A run that stops wakes its workers from their
+backoff, and sends no further attempt. A call that still fails is recorded as `error` with its reason.
 When calls keep failing in a row (an unreachable endpoint), the run stops early, keeps what
 it has, and is recorded as incomplete.
 
@@ -58,8 +61,9 @@ class RunnerConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     max_retries: int = 5
     retry_base: float = 0.5
-    retry_cap: float = 60.0
-    attempt_timeout: float = 600.0
+    retry_cap: float = 60.0  # the longest backoff of our own; a Retry-After may be longer
+    retry_after_limit: float = 600.0  # a longer Retry-After fails the call instead
+    attempt_timeout: float = 600.0  # at least; see `attempt_limit`
     abort_after: int = 0  # consecutive failed trials before giving up; 0: max(16, 2*concurrency)
     # Recording (see _pipeline.GroupWriter): a write starts every `flush_interval` seconds,
     # or sooner once `batch_size` finished trials wait, and takes all that wait; workers pause
@@ -130,6 +134,20 @@ def run_id_for(
             "generation": config.generation.model_dump(mode="json"),
         }
     )
+
+
+# Seconds the runner's time limit leaves a backend with a time limit of its own (``-o
+# timeout=``) to report its timeout itself, with its own message.
+ATTEMPT_MARGIN = 30.0
+
+
+def attempt_limit(config: RunnerConfig, backend: Backend) -> float:
+    """The runner's time limit on one attempt at `backend`: `config`'s, or longer for a
+    backend whose own ``timeout`` is longer (a slow model run with ``-o timeout=900``)."""
+    own = getattr(backend, "timeout", None)
+    if isinstance(own, int | float) and not isinstance(own, bool) and own > 0:
+        return max(config.attempt_timeout, float(own) + ATTEMPT_MARGIN)
+    return config.attempt_timeout
 
 
 class _RowMaker:
@@ -271,7 +289,9 @@ class _Run:
         self.model_key = canonical_json(backend.cache_key())
         self.model_id = model_id(backend.cache_key())
         self.rows = _RowMaker(self.model_id)
-        self.deadlines = Deadlines(config.attempt_timeout)
+        self.attempt_timeout = attempt_limit(config, backend)
+        self.deadlines = Deadlines(self.attempt_timeout)
+        self.stopping = asyncio.Event()  # set with `abort_reason`: wakes workers in backoff
         self.uses_metadata = bool(getattr(backend, "uses_metadata", True))
         self.consecutive_failures = 0
         self.abort_after = config.abort_after or max(16, 2 * config.concurrency)
@@ -318,7 +338,12 @@ class _Run:
         self.counters.done += n
 
     def _write_failed(self, exc: Exception) -> None:
-        self.abort_reason = f"writing to the store failed: {type(exc).__name__}: {exc}"
+        self.give_up(f"writing to the store failed: {type(exc).__name__}: {exc}")
+
+    def give_up(self, reason: str) -> None:
+        """Stop the run for `reason`: no new trial starts, and none is tried again."""
+        self.abort_reason = reason
+        self.stopping.set()
 
     def request(self, trial: Trial) -> GenerateRequest:
         labels = trial.labels
@@ -371,11 +396,11 @@ class _Run:
                 if not deadlines.timed_out(task):
                     raise
                 last = BackendError(
-                    f"no reply within {cfg.attempt_timeout:g}s", kind="timeout", retryable=True
+                    f"no reply within {self.attempt_timeout:g}s", kind="timeout", retryable=True
                 )
             except TimeoutError:  # a backend's own time limit
                 last = BackendError(
-                    f"no reply within {cfg.attempt_timeout:g}s", kind="timeout", retryable=True
+                    f"no reply within {self.attempt_timeout:g}s", kind="timeout", retryable=True
                 )
             except Exception as exc:  # a bug in a backend must not lose the trial
                 last = BackendError(
@@ -388,8 +413,14 @@ class _Run:
             jitter = jitter or random.Random(trial.backend_seed + attempt)
             delay = min(cfg.retry_cap, cfg.retry_base * 2**attempt) * (0.5 + 0.5 * jitter.random())
             if last.retry_after is not None:
-                delay = max(delay, min(last.retry_after, cfg.retry_cap))
-            await asyncio.sleep(delay)
+                if last.retry_after > cfg.retry_after_limit:
+                    return None, _waits_too_long(last, cfg.retry_after_limit), attempt + 1
+                delay = max(delay, last.retry_after)
+            # Woken early when the run stops: then no further attempt is sent.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            if self.stopped():
+                return None, last, attempt + 1
         return None, last, cfg.max_retries + 1  # pragma: no cover - loop always returns
 
     async def work(self) -> None:
@@ -430,7 +461,7 @@ class _Run:
                 if self.consecutive_failures >= self.abort_after and self.abort_reason is None:
                     # "after 5 retries" would be wrong for an error that is never retried
                     # (a prompt too long for the model), so the last trial's attempts.
-                    self.abort_reason = (
+                    self.give_up(
                         f"{self.consecutive_failures} trials in a row failed, the last after "
                         f"{attempts} attempt{'' if attempts == 1 else 's'}: {error.message}"
                     )
@@ -440,6 +471,16 @@ class _Run:
             if writer.add(row):
                 await writer.yield_to_writer()
 
+    def workers(self) -> int:
+        """How many trials run at once: `concurrency`, or fewer for a backend that holds
+        fewer connections (``-o max_connections=``). A worker that waited for a pooled
+        connection would spend that wait on its attempt's time limit."""
+        n = self.config.concurrency
+        connections = getattr(self.backend, "connections", None)
+        if callable(connections):
+            n = min(n, int(connections(n)))
+        return max(1, n)
+
     async def run(self) -> ModelRun:
         size_pool = getattr(self.backend, "set_concurrency", None)
         if callable(size_pool):
@@ -448,7 +489,7 @@ class _Run:
             writing = asyncio.create_task(self.writer.run())
             watchdog = asyncio.create_task(self.deadlines.watch())
             try:
-                workers = [asyncio.create_task(self.work()) for _ in range(self.config.concurrency)]
+                workers = [asyncio.create_task(self.work()) for _ in range(self.workers())]
                 producer = asyncio.create_task(self.source.produce())
                 await asyncio.gather(producer, *workers)
             finally:
@@ -471,6 +512,19 @@ class _Run:
             error_examples=dict(self.error_examples),
             permanent_errors=self.permanent_errors,
         )
+
+
+def _waits_too_long(error: BackendError, limit: float) -> BackendError:
+    """`error`, for a server that asks to be called again only after more than `limit`
+    seconds: the call fails now (still retryable: a later run tries the trial again)."""
+    return BackendError(
+        f"{error.message} (the server asks to wait {error.retry_after:g}s before trying "
+        f"again, more than {limit:g}s: not tried again in this run)",
+        kind=error.kind,
+        retryable=error.retryable,
+        retry_after=error.retry_after,
+        raw=error.raw,
+    )
 
 
 async def run_trials(
@@ -509,6 +563,11 @@ async def run_trials(
                     counters=counters,
                 )
                 results.append(await run.run())
+                if callable(getattr(backend, "connections", None)):
+                    # Its pool is closed before the next model opens one: the limit on open
+                    # files is checked for one model's connections (see `preflight`). It
+                    # opens again if used after the run.
+                    await backend.aclose()
     finally:
         stop.set()
         await ticker
