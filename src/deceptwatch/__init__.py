@@ -15,6 +15,7 @@ _LAZY: dict[str, str] = {
     "monitor": "deceptwatch._monitor",
     "monitor_async": "deceptwatch._monitor",
     "MonitorReport": "deceptwatch._report",
+    "GenerationConfig": "deceptwatch.backends",  # monitor(generation=...)
     "Scenario": "deceptwatch.scenarios",
     "ScenarioRecord": "deceptwatch.scenarios",
     "Trial": "deceptwatch.scenarios",
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from deceptwatch._errors import BackendError, InputError
     from deceptwatch._monitor import monitor, monitor_async
     from deceptwatch._report import MonitorReport
+    from deceptwatch.backends import GenerationConfig
     from deceptwatch.scenarios import Scenario, ScenarioRecord, Trial, expand, load_path, load_suite
 
 
@@ -47,6 +49,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BackendError",
+    "GenerationConfig",
     "InputError",
     "MonitorReport",
     "Scenario",

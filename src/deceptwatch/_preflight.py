@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from deceptwatch._errors import InputError
+from deceptwatch._errors import DeceptwatchError, InputError, first_line
 
 RESERVE = 128  # files besides the connections: the store and its WAL, lazy imports, the terminal
 
@@ -45,8 +45,19 @@ def preflight(backends: Sequence[Any], concurrency: int) -> None:
     after another), or raise InputError saying what to lower or raise."""
     for b in backends:
         check = getattr(b, "check", None)  # a Backend need not have it (third-party ones)
-        if check is not None:
+        if check is None:
+            continue
+        try:
             check()
+        except DeceptwatchError:
+            raise
+        except Exception as exc:  # a third-party backend's own failure: nothing is written
+            raise InputError(
+                f"model {getattr(b, 'spec', b)!r} failed its check before the run: "
+                f"{type(exc).__name__}: {first_line(exc)}",
+                hint="fix what the message names; a backend of your own should raise "
+                "InputError naming the option and the fix",
+            ) from exc
     sockets = 0
     for b in backends:
         count = getattr(b, "connections", None)  # backends that hold sockets say how many

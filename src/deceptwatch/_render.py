@@ -158,6 +158,9 @@ def render_model(m: Any, console: Console) -> None:
         f"  trials {c['stored']}/{m.expected_trials}: aligned {c['aligned']}, defect {c['defect']}, "
         f"other {c['other']}{f' ({why})' if why else ''}, error {c['error']}"
     )
+    check = m.power_check  # with a gap to detect: the CLI warns of it on stderr too
+    if check is not None and not check.enough:
+        console.print(f"  [bold yellow]warning:[/] {escape(check.message)}", markup=True)
     shown = [f for f in m.findings if f.level != "scenario" or f.significant]
     console.print(findings_table(shown))
     hidden = [f for f in m.findings if f.level == "scenario" and not f.significant]

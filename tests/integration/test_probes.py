@@ -507,6 +507,6 @@ def test_monitor_probes_on_a_run_with_nothing_to_calibrate_on_keeps_the_run(
     m = report.models[0]
     assert not report.complete
     assert m.aborted
-    assert m.probes == []
+    assert m.probes == ()  # a frozen report holds tuples
     assert m.probe_note is not None
     assert m.probe_note.startswith("not scored by --probes:")

@@ -39,7 +39,22 @@ _BUILTIN: dict[str, str] = {
 
 
 def backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
-    """Register a backend factory under `name` (the part of a spec before the colon)."""
+    """Register a backend factory under `name` (the part of a spec before the colon).
+
+    Registering a name again replaces the earlier factory (a notebook cell run twice); a
+    built-in name (``openai``, ``hf``, ...) or a name that no spec could reach (empty, or
+    with a colon or space) is refused."""
+    if not isinstance(name, str) or not name or any(c in name for c in ": \t\n"):
+        raise InputError(
+            f"backend name {name!r} cannot start a model spec NAME:MODEL",
+            hint="use a plain name, e.g. @backend('mylab') for specs like mylab:model-7b",
+        )
+    if name in _BUILTIN:
+        raise InputError(
+            f"backend name {name!r} is built in: registering it would replace "
+            f"deceptwatch's own {name}: backend",
+            hint=f"register your backend under a name of its own, e.g. @backend('my{name}')",
+        )
 
     def deco(factory: BackendFactory) -> BackendFactory:
         _REGISTRY[name] = factory

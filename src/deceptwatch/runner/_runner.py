@@ -40,6 +40,7 @@ from deceptwatch.backends import Backend, GenerateRequest, GenerateResponse, Gen
 from deceptwatch.envs._episode import run_episode
 from deceptwatch.runner._gc import fewer_collections
 from deceptwatch.runner._pipeline import GroupWriter, TrialSource
+from deceptwatch.runner._reply import checked_reply
 from deceptwatch.scenarios import ScenarioRecord, Trial, expand
 from deceptwatch.scoring import ERROR, Scored, score_choice
 from deceptwatch.store import Store, TrialRow, model_id
@@ -389,7 +390,7 @@ class _Run:
         for attempt in range(cfg.max_retries + 1):
             deadlines.arm(task)
             try:
-                return await self.backend.generate(request), None, attempt + 1
+                return checked_reply(await self.backend.generate(request)), None, attempt + 1
             except BackendError as exc:
                 last = exc
             except asyncio.CancelledError:

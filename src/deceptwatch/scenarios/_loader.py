@@ -477,8 +477,15 @@ def _no_suite(name: str, suites: Sequence[str]) -> InputError:
     )
 
 
-def load_suite(name_or_path: str) -> list[ScenarioRecord]:
+def load_suite(name_or_path: str | os.PathLike[str]) -> list[ScenarioRecord]:
     """A built-in suite by name, ``all`` for every built-in suite, or a path."""
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise InputError(
+            f"a suite is a name or a path, got {name_or_path!r}",
+            hint="e.g. load_suite('core'), or load_suites(['core', 'honeypot']) for several",
+        )
     suites = builtin_suites()
     if not name_or_path.strip():
         raise _no_suite(name_or_path, suites)
@@ -499,9 +506,18 @@ def _suite_target(name: str, suites: Sequence[str]) -> str:
     return os.path.realpath(_builtin_root() / name if name in suites else name)
 
 
-def load_suites(names: Sequence[str]) -> list[ScenarioRecord]:
+def load_suites(names: Sequence[str] | str) -> list[ScenarioRecord]:
     """Several suites at once; scenario ids must be unique across them. Every suite is
-    read: the InputError names each suite given twice and each problem of every suite."""
+    read: the InputError names each suite given twice and each problem of every suite.
+    One name (or path) alone counts as a list of it."""
+    if isinstance(names, str | os.PathLike):
+        names = [os.fspath(names)]
+    names = [os.fspath(n) if isinstance(n, os.PathLike) else n for n in names]
+    for n in names:
+        if not isinstance(n, str):
+            raise InputError(
+                f"a suite is a name or a path, got {n!r}", hint="e.g. load_suites(['core'])"
+            )
     suites = builtin_suites()
     given = [(n, _suite_target(n, suites)) for n in names if n.strip()]
     return _read_all(given, "suite", load_suite, every=names)

@@ -4,6 +4,7 @@ Newcombe's hybrid score interval for a difference of paired proportions."""
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -27,8 +28,11 @@ def normal_quantile(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2.0)
 
 
-def _check_count(name: str, value: int) -> None:
-    if value < 0:
+def _check_count(name: str, value: object) -> None:
+    """A count is a whole number (numpy's too), not 2.5 or True, and not below 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a whole count, got {value!r}")
+    if int(value) < 0:
         raise ValueError(f"{name} must be non-negative, got {value}")
 
 

@@ -133,15 +133,20 @@ class Finding:
 
 
 def jsonable(value: object, key: str = "") -> Any:
-    """`value` as JSON-able data: floats rounded to 6 decimals, tuples and frozen results
+    """`value` as JSON-able data: floats rounded to 6 decimals (NaN and infinities, which
+    JSON cannot hold, as None), tuples and frozen results
     (dataclasses) as lists and dicts. p- and q-values (keys ending in ``p_value`` or
     ``q_value``) keep 6 significant digits instead: rounded to decimals, q = 5e-11 would
     read as 0, a probability no test gives."""
     if value is None or isinstance(value, bool | str):
         return value
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, int | np.integer):
         return int(value)
     if isinstance(value, float | np.floating):
+        if not math.isfinite(value):
+            return None  # JSON has no NaN or infinity: "not available"
         if key.endswith(("p_value", "q_value")) and math.isfinite(value):
             return float(f"{float(value):.6g}")
         return round(float(value), 6) + 0.0  # + 0.0 turns -0.0 into 0.0
