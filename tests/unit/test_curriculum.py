@@ -45,3 +45,21 @@ def test_heldout_suite_covers_every_training_family() -> None:
     held = {r.scenario.family for r in load_suite(HELDOUT_SUITE)}
     assert held == train
     assert len(train) >= 6
+
+
+def test_the_generator_script_checks_without_writing(tmp_path: Path) -> None:
+    """``--check`` agrees with the test above, and ``--help`` rewrites nothing (it once
+    rewrote every suite file)."""
+    import subprocess
+    import sys
+
+    script = BUILTIN.parents[3] / "scripts" / "gen_organism_suites.py"
+    files = sorted(BUILTIN.glob("organism*/*.yaml"))
+    before = [p.stat().st_mtime_ns for p in files]
+    for args, code in ((["--check"], 0), (["--help"], 0), (["--bogus"], 2)):
+        done = subprocess.run(
+            [sys.executable, str(script), *args], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == code, done.stderr
+    assert [p.stat().st_mtime_ns for p in files] == before
+    assert "stale" not in done.stdout
