@@ -24,7 +24,10 @@ Options: ``batch_size`` (32), ``threads`` (torch threads, default min(2, CPUs)),
 checkpoints without one; led by the tokenizer's BOS token if it adds one), ``system`` (``merge`` folds system messages into the first user
 message, for a chat template that refuses a system role), ``dtype`` (``float32``, the
 default, or ``bfloat16``: about 1.5x as fast on CPUs with AVX512-BF16, and inexact: near-ties
-between options can flip).
+between options can flip), ``device`` (``cpu``, the default, ``cuda``, ``cuda:N`` or ``mps``:
+where the weights and every batch go; sampling stays on the CPU, with each trial's own seeded
+generator, so that a trial's reply does not depend on the device's random numbers; another
+device than ``cpu`` enters the model's id, as its scores may differ in the last bits).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -42,12 +45,14 @@ from typing import Any
 from deceptwatch._errors import BackendError, InputError, require
 from deceptwatch.backends._base import SCOPE_HINT, BaseBackend, GenerateRequest, GenerateResponse
 from deceptwatch.backends._chat import render_chat, system_option
-from deceptwatch.backends._hf_load import bos_prefix, fingerprint, load_checkpoint
+from deceptwatch.backends._hf_load import available_device, bos_prefix, fingerprint, load_checkpoint
+from deceptwatch.backends._hf_sample import returned_cache, sample
 from deceptwatch.backends._scores import ScoreCache, choice_response, score_key
 
 _KNOWN = frozenset(
-    {"batch_size", "threads", "answer_format", "mode", "chat_template", "dtype", "system"}
+    {"batch_size", "threads", "answer_format", "mode", "chat_template", "dtype", "system", "device"}
 )
+_DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?|mps")
 _DTYPES = ("float32", "bfloat16")
 MAX_THREADS = 256  # torch threads; a pool of thousands exhausts memory before it starts
 REPLY_RESERVE = 16  # tokens of the context a prompt must leave for the reply
@@ -112,6 +117,12 @@ class HFBackend(BaseBackend):
                 hint="bfloat16 is about 1.5x as fast on CPUs with AVX512-BF16, "
                 "at the cost of exactness (see docs/organisms.md)",
             )
+        self.device = opts.get("device", "cpu").strip().lower()
+        if not _DEVICE.fullmatch(self.device):
+            raise InputError(
+                f"hf option device must be cpu, cuda, cuda:N or mps, not {opts['device']!r}",
+                hint="e.g. -o device=cuda:0 (the default is cpu)",
+            )
         self.answer_format = opts.get("answer_format", "({label})")
         try:  # "{label}{x}" used to fail every trial of the run, one by one
             formatted = self.answer_format.format(label="\0")
@@ -162,10 +173,17 @@ class HFBackend(BaseBackend):
             key["dtype"] = self.dtype
         if self.system != "keep":  # another prompt, so other ids; keep keeps its old ids
             key["system"] = self.system
+        if self.device != "cpu":  # other kernels, so scores may differ in their last bits
+            key["device"] = self.device
         return key
 
     def describe(self) -> dict[str, Any]:
-        return {**self.cache_key(), "path": str(self.path), "batch_size": self.batch_size}
+        return {
+            **self.cache_key(),
+            "path": str(self.path),
+            "batch_size": self.batch_size,
+            "device": self.device,
+        }
 
     # ------------------------------------------------------------------ loading
 
@@ -178,7 +196,10 @@ class HFBackend(BaseBackend):
         import torch
 
         torch.set_num_threads(self.threads)
+        device = available_device(self.device)  # before the weights: it fails in a moment
         tok, model = load_checkpoint(self.path, dtype=self.dtype, chat_template=self.chat_template)
+        if device.type != "cpu":
+            model = model.to(device)
         # the plain format writes no beginning-of-sequence token: put the tokenizer's own
         # first, as encoding with its special tokens would (a checkpoint's own template
         # writes its own, as transformers expects)
@@ -355,6 +376,8 @@ class HFBackend(BaseBackend):
         for i, p in enumerate(ids_of):
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
+        device = model.device
+        ids, mask = ids.to(device), mask.to(device)  # built on the CPU, moved once
         position = (mask.cumsum(1) - 1).clamp(min=0)
         with torch.inference_mode():
             first = model(
@@ -369,16 +392,17 @@ class HFBackend(BaseBackend):
             # every prompt gets k option rows; missing options are dummies, ignored below
             rows = [(c[j] if j < len(c) else c[0]) for c in conts for j in range(k)]
             clen = max(len(r) for r in rows)
-            cache = _returned_cache(first)
+            cache = returned_cache(first)
             cache.batch_repeat_interleave(k)
             cids = torch.full((len(rows), clen), pad, dtype=torch.long)
             cmask = torch.zeros((len(rows), clen), dtype=torch.long)
             for i, r in enumerate(rows):
                 cids[i, : len(r)] = torch.tensor(r)
                 cmask[i, : len(r)] = 1
+            cids, cmask = cids.to(device), cmask.to(device)
             full_mask = torch.cat([mask.repeat_interleave(k, dim=0), cmask], dim=1)
             start = mask.sum(1).repeat_interleave(k).unsqueeze(1)
-            cpos = start + torch.arange(clen).unsqueeze(0)
+            cpos = start + torch.arange(clen, device=device).unsqueeze(0)
             if self._context is not None:  # padding past a short answer's end, masked out,
                 cpos = cpos.clamp(max=self._context - 1)  # must not run past the context
             second = model(
@@ -388,14 +412,23 @@ class HFBackend(BaseBackend):
                 **{self._cache_arg: cache},
             )
             follow = torch.log_softmax(second.logits.float(), dim=-1)
+            # Only the answers' own tokens are read, gathered where the logits are and
+            # brought to the CPU in one transfer each (not one per token).
+            firsts = torch.tensor([r[0] for r in rows], device=device)
+            first_lp = last.repeat_interleave(k, dim=0).gather(1, firsts.unsqueeze(1))[:, 0]
+            nexts = torch.tensor(
+                [r[1:] + [0] * (clen - len(r)) for r in rows], dtype=torch.long, device=device
+            )
+            next_lp = follow[:, : clen - 1, :].gather(2, nexts.unsqueeze(2))[:, :, 0]
+            first_at, next_at = first_lp.cpu().tolist(), next_lp.cpu().tolist()
         out: list[list[float]] = []
         for i, c in enumerate(conts):
             scores = []
             for j, tokens in enumerate(c):
                 row = i * k + j
-                total = float(last[i, tokens[0]])
+                total = first_at[row]
                 for t in range(1, len(tokens)):
-                    total += float(follow[row, t - 1, tokens[t]])
+                    total += next_at[row][t - 1]
                 scores.append(total)
             out.append(scores)
         return out
@@ -477,87 +510,8 @@ class HFBackend(BaseBackend):
     def _sample(
         self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]
     ) -> list[GenerateResponse]:
-        """Decode a left-padded batch token by token on the KV cache, each row on its own.
-
-        Row i draws from its own generator seeded by its trial's seed (greedy at temperature
-        0), under its own temperature, and stops at an end-of-sequence token, at its
-        `max_tokens`, or where the model's context ends for its prompt. So a trial's reply
-        depends on its seed and prompt, not on which trials share its batch (a resumed run
-        or another concurrency samples the same replies), and torch's global generator is
-        left alone.
-        """
-        import torch
-
-        tok, model = self.tokenizer, self.model
-        n = len(prompts)
-        width = max(len(p) for p in prompts)
-        ids = torch.full((n, width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
-        limit = self._context
-        budget = [
-            r.config.max_tokens if limit is None else min(r.config.max_tokens, limit - len(p))
-            for r, p in zip(requests, prompts, strict=True)
-        ]
-        temperature = [r.config.temperature for r in requests]
-        generators = [
-            torch.Generator().manual_seed(r.seed) if r.config.temperature > 0 else None
-            for r in requests
-        ]
-        stop = self._stop_ids
-        replies: list[list[int]] = [[] for _ in range(n)]
-        finish = ["length"] * n
-        live = [b > 0 for b in budget]
-        with torch.inference_mode():
-            out = model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            position = mask.sum(1, keepdim=True)
-            while any(live):
-                logits = out.logits[:, -1, :].float()
-                step = torch.full((n, 1), tok.pad_token_id, dtype=torch.long)
-                for i in range(n):
-                    if not live[i]:
-                        continue
-                    gen = generators[i]
-                    if gen is None:
-                        token = int(logits[i].argmax())
-                    else:
-                        probs = torch.softmax(logits[i] / temperature[i], dim=-1)
-                        token = int(torch.multinomial(probs, 1, generator=gen))
-                    if token in stop:
-                        live[i], finish[i] = False, "stop"
-                        continue
-                    replies[i].append(token)
-                    step[i, 0] = token
-                    live[i] = len(replies[i]) < budget[i]
-                if not any(live):
-                    break
-                cache = _returned_cache(out)
-                mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
-                out = model(
-                    input_ids=step,
-                    attention_mask=mask,
-                    position_ids=position,
-                    use_cache=True,
-                    **{self._cache_arg: cache},
-                )
-                # a finished row keeps its last position: feeding it on would run past the
-                # context (an IndexError in models with absolute position embeddings)
-                position = position + torch.tensor(live, dtype=torch.long).unsqueeze(1)
-        responses = []
-        for p, reply, why in zip(prompts, replies, finish, strict=True):
-            text = tok.decode(reply, skip_special_tokens=True)
-            usage = {"prompt_tokens": len(p), "completion_tokens": len(reply)}
-            raw = json.dumps({"text": text, "finish_reason": why, "usage": usage})
-            responses.append(GenerateResponse(text=text, raw=raw, model=self.spec, usage=usage))
-        return responses
+        """Decode a left-padded batch token by token (see `_hf_sample.sample`)."""
+        return sample(self, requests, prompts)
 
     @cached_property
     def _stop_ids(self) -> frozenset[int]:
@@ -578,13 +532,6 @@ def _backend_error(exc: Exception) -> BackendError:
     if isinstance(exc, BackendError):
         return exc
     return BackendError(f"{type(exc).__name__}: {exc}", kind="exception")
-
-
-def _returned_cache(output: Any) -> Any:
-    """The KV cache a forward pass returned: ``cache`` since transformers 5.24, before it
-    ``past_key_values``."""
-    cache = getattr(output, "cache", None)
-    return output.past_key_values if cache is None else cache
 
 
 def create(spec: str, options: Mapping[str, str]) -> HFBackend:

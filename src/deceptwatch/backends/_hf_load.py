@@ -185,3 +185,28 @@ def bos_prefix(tok: Any) -> list[int]:
     if with_special[:1] == [bos] and without[:1] != [bos]:
         return [int(bos)]
     return []
+
+
+def available_device(name: str) -> Any:
+    """The torch device `name` (``cpu``, ``cuda``, ``cuda:N``, ``mps``), or an InputError
+    (exit 2, before anything is written) when this machine has no such device."""
+    import torch
+
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = device.index or 0
+        if index >= count:
+            raise InputError(
+                f"hf option device={name}: this machine's torch sees "
+                + (f"{count} CUDA device{'s' if count != 1 else ''}" if count else "no CUDA device")
+                + f" (torch {torch.__version__})",
+                hint="run on the CPU (leave device out), or install a CUDA build of torch on a "
+                "machine with a GPU",
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(
+            "hf option device=mps: this machine's torch has no MPS device",
+            hint="mps is Apple silicon's GPU; leave device out to run on the CPU",
+        )
+    return device

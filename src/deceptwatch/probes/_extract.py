@@ -115,6 +115,11 @@ def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any,
 def run_captured(model: Any, state: Capture, ids: Any, mask: Any, position: Any) -> Any:
     """One forward pass under `capture`; returns the output (None if stopped early)."""
     state.out = {}
+    device = getattr(model, "device", None)  # the batch goes where the weights are
+    if device is not None and ids.device != device:
+        ids, mask, position = ids.to(device), mask.to(device), position.to(device)
+        if state.lengths is not None:
+            state.lengths = state.lengths.to(device)
     try:
         return model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=False)
     except _Stop:
