@@ -320,22 +320,25 @@ def test_specs_that_name_no_checkpoint_are_refused(spec: str, message: str) -> N
         get_backend(spec)
 
 
-def test_bfloat16_scores_track_float32_and_change_the_ids(checkpoint: Path) -> None:
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_scores_track_float32_and_change_the_ids(
+    checkpoint: Path, dtype: str
+) -> None:
     exact = HFBackend(f"hf:{checkpoint}")
-    fast = HFBackend(f"hf:{checkpoint}", {"dtype": "bfloat16"})
+    fast = HFBackend(f"hf:{checkpoint}", {"dtype": dtype})
     fast.load()
-    assert {p.dtype for p in fast.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in fast.model.parameters()} == {getattr(torch, dtype)}
     requests = _requests(16)
     fast_scores = fast.option_logprobs(requests)
     exact_scores = exact.option_logprobs(requests)
     pairs = zip(fast_scores, exact_scores, strict=True)
     diffs = [abs(a - b) for x, y in pairs for a, b in zip(x, y, strict=True)]
-    assert 0 < max(diffs) < 0.02  # inexact (0.002 measured), but close
-    # float32 keeps the ids it always had; bfloat16 scores get ids of their own
+    assert 0 < max(diffs) < 0.02  # inexact (bfloat16: 0.002 measured), but close
+    # float32 keeps the ids it always had; half-precision scores get ids of their own
     assert "dtype" not in exact.cache_key()
-    assert fast.cache_key() == {**exact.cache_key(), "dtype": "bfloat16"}
-    with pytest.raises(InputError, match="dtype must be float32 or bfloat16"):
-        HFBackend(f"hf:{checkpoint}", {"dtype": "float16"})
+    assert fast.cache_key() == {**exact.cache_key(), "dtype": dtype}
+    with pytest.raises(InputError, match="dtype must be float32, bfloat16, float16"):
+        HFBackend(f"hf:{checkpoint}", {"dtype": "half"})
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,8 @@ Options: ``batch_size`` (32), ``threads`` (torch threads, default min(2, CPUs)),
 ``answer_format``, ``mode`` (``choice`` or ``generate``), ``chat_template`` (``plain`` for
 checkpoints without one; led by the tokenizer's BOS token if it adds one), ``system`` (``merge`` folds system messages into the first user
 message, for a chat template that refuses a system role), ``dtype`` (``float32``, the
-default, or ``bfloat16``: about 1.5x as fast on CPUs with AVX512-BF16, and inexact: near-ties
-between options can flip), ``device`` (``cpu``, the default, ``cuda``, ``cuda:N`` or ``mps``:
+default, ``bfloat16``: about 1.5x as fast on CPUs with AVX512-BF16, and inexact: near-ties
+between options can flip; or ``float16``, for GPUs without bfloat16, as inexact), ``device`` (``cpu``, the default, ``cuda``, ``cuda:N`` or ``mps``:
 where the weights and every batch go; sampling stays on the CPU, with each trial's own seeded
 generator, so that a trial's reply does not depend on the device's random numbers; another
 device than ``cpu`` enters the model's id, as its scores may differ in the last bits).
@@ -53,7 +53,7 @@ _KNOWN = frozenset(
     {"batch_size", "threads", "answer_format", "mode", "chat_template", "dtype", "system", "device"}
 )
 _DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?|mps")
-_DTYPES = ("float32", "bfloat16")
+_DTYPES = ("float32", "bfloat16", "float16")
 MAX_THREADS = 256  # torch threads; a pool of thousands exhausts memory before it starts
 REPLY_RESERVE = 16  # tokens of the context a prompt must leave for the reply
 
@@ -113,9 +113,9 @@ class HFBackend(BaseBackend):
         self.dtype = opts.get("dtype", "float32")
         if self.dtype not in _DTYPES:
             raise InputError(
-                f"hf option dtype must be {' or '.join(_DTYPES)}, not {self.dtype!r}",
-                hint="bfloat16 is about 1.5x as fast on CPUs with AVX512-BF16, "
-                "at the cost of exactness (see docs/organisms.md)",
+                f"hf option dtype must be {', '.join(_DTYPES)}, not {self.dtype!r}",
+                hint="bfloat16 is about 1.5x as fast on CPUs with AVX512-BF16, float16 suits "
+                "GPUs without bfloat16; both at the cost of exactness (see docs/organisms.md)",
             )
         self.device = opts.get("device", "cpu").strip().lower()
         if not _DEVICE.fullmatch(self.device):
