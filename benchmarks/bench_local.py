@@ -52,6 +52,13 @@ def _requests(limit: int | None = None) -> list[GenerateRequest]:
 
 
 async def _score_all(backend: HFBackend, requests: list[GenerateRequest], concurrency: int) -> int:
+    """Score every request through the backend's batching, as a run does. The backend keeps
+    each prompt's scores for a run's later epochs: they are dropped first, so that every
+    repetition scores every prompt (served from the last repetition's scores, the rate
+    would be that of a lookup, not of scoring)."""
+    from deceptwatch.backends._scores import ScoreCache
+
+    backend._scores = ScoreCache()
     sem = asyncio.Semaphore(concurrency)
     backend.set_concurrency(concurrency)  # as the runner does
 
@@ -63,6 +70,8 @@ async def _score_all(backend: HFBackend, requests: list[GenerateRequest], concur
         await asyncio.gather(*(one(r) for r in requests))
     finally:
         await backend.aclose()
+    if backend._scores.hits:  # the suite repeats no prompt: a hit is a measuring fault
+        raise RuntimeError(f"{backend._scores.hits} requests were served from kept scores")
     return len(requests)
 
 
