@@ -24,10 +24,11 @@ Options: ``batch_size`` (32), ``threads`` (torch threads, default min(2, CPUs)),
 checkpoints without one; led by the tokenizer's BOS token if it adds one), ``system`` (``merge`` folds system messages into the first user
 message, for a chat template that refuses a system role), ``dtype`` (``float32``, the
 default, ``bfloat16``: about 1.5x as fast on CPUs with AVX512-BF16, and inexact: near-ties
-between options can flip; or ``float16``, for GPUs without bfloat16, as inexact), ``device`` (``cpu``, the default, ``cuda``, ``cuda:N`` or ``mps``:
-where the weights and every batch go; sampling stays on the CPU, with each trial's own seeded
-generator, so that a trial's reply does not depend on the device's random numbers; another
-device than ``cpu`` enters the model's id, as its scores may differ in the last bits).
+between options can flip; or ``float16``, for GPUs without bfloat16, as inexact), ``device``
+(``cpu``, the default, ``cuda``, ``cuda:N`` or ``mps``: where the weights and every batch go;
+sampling stays on the CPU, with each trial's own seeded generator, so that a trial's reply
+does not depend on the device's random numbers; another device than ``cpu`` enters the
+model's id, as its scores may differ in the last bits).
 """
 
 from __future__ import annotations
