@@ -13,7 +13,8 @@ bodies, malformed JSON and empty ``choices`` are retryable; other 4xx are not. T
 is sent in a header and never recorded.
 
 Options: ``base_url``, ``api_key``, ``timeout`` (seconds, 60), ``max_connections``,
-``send_seed`` (``true``), ``max_tokens_field`` (``max_completion_tokens`` for OpenAI's
+``max_reply_mb`` (64: a longer reply is a ``too_large`` error), ``send_seed`` (``true``),
+``max_tokens_field`` (``max_completion_tokens`` for OpenAI's
 reasoning models), ``system`` (``merge`` folds system messages into the first user message,
 for a server whose chat template refuses a system role), ``organization`` and ``project``
 (else ``OPENAI_ORG_ID`` and ``OPENAI_PROJECT_ID``, as the official client reads them: sent as
@@ -43,6 +44,7 @@ from deceptwatch.backends._base import (
     GenerationConfig,
 )
 from deceptwatch.backends._chat import MERGE_ADVICE, merge_system, system_option
+from deceptwatch.backends._openai_secrets import api_key, check_base_url, key_pattern, redact_url
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -85,62 +87,6 @@ def _identity(opts: Mapping[str, str]) -> dict[str, str]:
     return headers
 
 
-def _api_key(opts: Mapping[str, str]) -> str:
-    """The API key, from the option, else from ``OPENAI_API_KEY``: printable ASCII, as it is
-    sent in the Authorization header (a newline would split the header)."""
-    key = opts.get("api_key") or os.environ.get("OPENAI_API_KEY") or ""
-    if key and not (key.isascii() and key.isprintable()):
-        source = "option api_key" if opts.get("api_key") else "$OPENAI_API_KEY"
-        raise InputError(  # the key itself is not shown: it is a secret
-            f"openai {source} holds a newline, control or non-ASCII character (it is sent "
-            "as the Authorization header)",
-            hint="copy the key again without the line end, e.g. "
-            "export OPENAI_API_KEY=\"$(tr -d '\\r\\n' < key.txt)\"",
-        )
-    return key
-
-
-def _check_base_url(base: str, has_key: bool) -> None:
-    """Refuse a base URL that every call would fail on, before anything is written."""
-    example = "e.g. -o base_url=http://127.0.0.1:8000/v1"
-    try:
-        parts = urlsplit(base)
-        host = parts.hostname
-        parts.port  # noqa: B018  (raises ValueError for a bad or out-of-range port)
-    except ValueError as exc:
-        raise InputError(
-            f"base_url {redact_url_safe(base)!r} has a bad port ({exc})",
-            hint=f"a port is a number from 1 to 65535, {example}",
-        ) from None
-    if not base.startswith(("http://", "https://")) or not host:
-        raise InputError(
-            f"base_url {redact_url_safe(base)!r} is not an http(s) URL with a host",
-            hint=example,
-        )
-    if parts.query or parts.fragment:
-        raise InputError(
-            f"base_url {redact_url(base)!r} has a query or fragment (?...): /chat/completions "
-            "is appended to the path, which cannot follow a query",
-            hint="give the URL without the ?...; a server that needs a query parameter (such "
-            "as Azure's api-version) is not supported by the openai backend",
-        )
-    if has_key and (parts.username is not None or parts.password is not None):
-        raise InputError(
-            f"base_url {redact_url(base)!r} holds user:password@ and an API key is set: "
-            "the two cannot both be sent (each is an Authorization header)",
-            hint="drop the user:password@ from base_url, or unset OPENAI_API_KEY and -o api_key",
-        )
-
-
-def redact_url_safe(url: str) -> str:
-    """`redact_url`, or the URL cut at its user info when it cannot be parsed."""
-    try:
-        return redact_url(url)
-    except ValueError:
-        scheme, sep, rest = url.partition("://")
-        return scheme + sep + rest.rpartition("@")[2] if sep else url
-
-
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
     ms = headers.get("retry-after-ms")
@@ -161,41 +107,6 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-# Keys shorter than this are not looked for in replies (every "a" would go); shorter ones
-# (a local server's "EMPTY" or "test") are redacted only as whole words.
-_MIN_REDACTED = 4
-
-
-def _key_pattern(key: str) -> re.Pattern[str] | None:
-    """A pattern for `key` as a reply may carry it: each character as itself or in any JSON
-    escape of it (``\\uXXXX`` in either case, ``\\/``, ``\\"``, ``\\\\``). None for no key."""
-    if len(key) < _MIN_REDACTED:
-        return None
-    parts = []
-    for char in key:
-        code = f"{ord(char):04x}"
-        forms = [re.escape(char), r"\\u" + "".join(f"[{c}{c.upper()}]" for c in code)]
-        if char in '/"\\':
-            forms.append(re.escape("\\" + char))
-        parts.append("(?:" + "|".join(forms) + ")")
-    body = "".join(parts)
-    if len(key) < 8:  # a short key only as a whole word, not inside every longer one
-        body = rf"(?<![\w-]){body}(?![\w-])"
-    return re.compile(body)
-
-
-def redact_url(url: str) -> str:
-    """The URL without user info (``user:password@``), which may hold a secret."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 _REFUSED = re.compile(
@@ -247,11 +158,11 @@ class OpenAIBackend(BaseBackend):
                 hint=f"known options: {', '.join(sorted(_KNOWN_OPTIONS))}; {SCOPE_HINT}",
             )
         base = opts.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        self._api_key = _api_key(opts)
-        _check_base_url(base, bool(self._api_key))
+        self._api_key = api_key(opts)
+        check_base_url(base, bool(self._api_key))
         self.base_url = base.rstrip("/")
         self.public_url = redact_url(self.base_url)
-        self._key_pattern = _key_pattern(self._api_key)
+        self._key_pattern = key_pattern(self._api_key)
         self._identity = _identity(opts)
         try:
             self.timeout = float(opts.get("timeout", "60"))
