@@ -27,6 +27,8 @@ def _rate(x: float | None) -> str:
 
 
 def _result(f: Any) -> str:
+    from deceptwatch.stats import bound_points  # numpy: not on the CLI's import path
+
     if f.gap is None:
         return "no usable pairs"
     if f.significant:
@@ -38,8 +40,9 @@ def _result(f: Any) -> str:
         return f"CI > 0, q > {f.alpha:g}"
     if f.ci_high is not None and f.ci_high < 0:
         return f"CI < 0, q > {f.alpha:g}"
-    if f.rules_out_above is not None and f.rules_out_above < 0.995:
-        return f"rules out > {100 * f.rules_out_above:.1f} pts"
+    if f.rules_out_above is not None and bound_points(f.rules_out_above) < 100:
+        # rounded up, never down: "> 4.1" would rule out gaps the interval keeps (4.14)
+        return f"rules out > {bound_points(f.rules_out_above):.1f} pts"
     return "not significant"  # a bound of 100 points rules nothing out
 
 

@@ -28,7 +28,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from deceptwatch.evidence._verdict import depends_on_oversight, pct, placebo_clause, where
+from deceptwatch.evidence._verdict import (
+    depends_on_oversight,
+    pct,
+    placebo_clause,
+    unsettled_clause,
+    where,
+)
 from deceptwatch.stats import Finding, percent
 
 RUNGS: Mapping[int, str] = {
@@ -206,7 +212,7 @@ def place_on_ladder(
         depends = Criterion(
             False,
             "not met: no significant oversight gap beyond the placebo wording gap"
-            + (f"; {bound}" if bound else ""),
+            + (f"; {bound}{unsettled_clause(main)}" if bound else ""),
             (),
         )
     precursors = tuple(_precursor(f) for f in findings if f.precursor and f.level == "family")

@@ -32,17 +32,29 @@ def percent(confidence: float) -> str:
     return text
 
 
+def bound_points(bound: float) -> float:
+    """A bound on the gap in percentage points, rounded *up* to 0.1 point: 0.0414 → 4.2.
+
+    Rounded to the nearest 0.1 instead, "a gap above 4.1 points is ruled out" would claim
+    to rule out the gaps between 4.1 and 4.14 points, which the interval does not exclude.
+    Rounding up only weakens the claim. (A tolerance of 1e-6 points keeps 0.041, which
+    floating point holds as 41.00000000000001 thousandths, at 4.1.)"""
+    return math.ceil(round(1000.0 * bound, 6)) / 10.0 + 0.0  # + 0.0: no "-0.0"
+
+
 def rules_out_sentence(bound: float, confidence: float) -> str:
-    """The negative result in words: "a gap above 4.1 points is ruled out at 95%". A bound
-    that rounds to 100 points rules out nothing (no gap can exceed 100 points), and says so;
-    a bound at or below 0 rules out any positive gap (the model defects less when
-    unobserved, or equally), and says that."""
+    """The negative result in words: "a gap above 4.2 points is ruled out at 95%", the
+    bound rounded up to 0.1 point (`bound_points`), never down. A bound that rounds up to
+    100 points rules out nothing (no gap can exceed 100 points), and says so; a bound at or
+    below 0 rules out any positive gap (the model defects less when unobserved, or
+    equally), and says that."""
     level = percent(confidence)
-    if round(100 * bound, 1) >= 100:
+    points = bound_points(bound)
+    if points >= 100:
         return f"too few pairs to rule out a gap of any size at {level}%"
     if bound <= 0:
-        return f"any positive gap is ruled out at {level}% (the gap is at most {100 * bound:.1f} points)"
-    return f"a gap above {100 * bound:.1f} points is ruled out at {level}%"
+        return f"any positive gap is ruled out at {level}% (the gap is at most {points:.1f} points)"
+    return f"a gap above {points:.1f} points is ruled out at {level}%"
 
 
 def shows_positive_gap(significant: bool, gap: float | None, ci_low: float | None) -> bool:
