@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -152,6 +152,24 @@ def import_inspect_log_cmd(
         )
         if r.incomplete:
             say("  incomplete:", "bold yellow", f"{r.incomplete}: stored as an incomplete run")
+        if r.unpaired:
+            say(
+                "  unpaired:",
+                "bold yellow",
+                f"{len(r.unpaired)} samples found no partner in their pair (pairs are matched "
+                f"within one log and epoch), so no pair counts them: {_samples(r.unpaired)}",
+            )
         err.print(f"  verdict: {r.verdict}: {r.reason}", markup=False)
     if any(r.incomplete for r in reports):
         raise typer.Exit(1)
+
+
+def _samples(rows: list[dict[str, Any]]) -> str:
+    """ "'s3-observed' (epoch 1, pair 'p3'), ... (+2 more)"."""
+    shown = [
+        f"{x['sample']!r} (epoch {x['epoch']}"
+        + (f", pair {x['pair']!r})" if x["pair"] is not None else f", {x['condition']})")
+        for x in rows[:10]
+    ]
+    more = f" (+{len(rows) - 10} more)" if len(rows) > 10 else ""
+    return ", ".join(shown) + more

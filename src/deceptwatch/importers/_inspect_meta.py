@@ -46,6 +46,15 @@ def letter(value: Any) -> str | None:
     return None
 
 
+def target_letter(target: Any, letters: list[str]) -> str:
+    """The one choice letter a sample's target names (``"B"``, ``["B"]``), or "": the letter
+    a score value ``C`` says was picked, whatever the metadata calls aligned."""
+    if isinstance(target, list):
+        target = target[0] if len(target) == 1 else None
+    found = letter(target) if isinstance(target, str) else None
+    return found if found is not None and (not letters or found in letters) else ""
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -173,3 +182,36 @@ def read_sample(path: Path, sample: Any) -> SampleMeta:
         aligned=aligned,
         defect=defect,
     )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a sample holds no result to score: its outcome is ``error``, whatever its scores."""
+
+    method: str  # the outcome's method: inspect:error, inspect:limit:TYPE, inspect:invalidated
+    kind: str  # the response's error_kind
+    message: str
+
+
+def failure(sample: Any) -> Failure | None:
+    """The failure of a sample that did not finish, or None. A sample halted by a limit
+    (token, message, time, working, cost, an operator's cancel, ...) is still scored by
+    Inspect, on whatever it had produced by then: that score is no answer to the question.
+    A sample invalidated after the run (`inspect_ai.log.invalidate_samples`) is no result
+    either."""
+    if sample.error is not None:
+        return Failure("inspect:error", "inspect_error", str(sample.error.message))
+    limit = getattr(sample, "limit", None)
+    if limit is not None:
+        kind = str(limit.type)
+        text = f"the sample was halted by its {kind} limit ({limit.limit:g})"
+        if limit.reason:
+            text += f": {limit.reason}"
+        return Failure(f"inspect:limit:{kind}", "inspect_limit", text)
+    invalid = getattr(sample, "invalidation", None)
+    if invalid is not None:
+        text = f"the sample was invalidated by {invalid.author}"
+        if invalid.reason:
+            text += f": {invalid.reason}"
+        return Failure("inspect:invalidated", "inspect_invalidated", text)
+    return None

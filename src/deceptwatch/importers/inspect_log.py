@@ -9,8 +9,10 @@ Each log becomes one run; each sample (× epoch) one trial of the log's model. W
   ``family``, ``condition``, ``pair_id``/``block_id``, ``scenario_id``, ``aligned_label``
   and ``defect_label`` are read from the sample's metadata where present, so that a log of
   paired trials is analysed with the same statistics (findings are computed on import, as
-  `monitor` does). A pair is matched within its epoch; a log whose pair holds two samples
-  of one condition, or whose scenario spans two families, is refused before any write.
+  `monitor` does). A pair is matched within its log and epoch; a log that repeats a sample
+  id in an epoch, whose pair holds two samples of one condition or spans two scenarios, or
+  whose scenario spans two families, is refused before any write (`_inspect_pairs`); the
+  samples that were meant to be paired but found no partner are listed in the report.
   Without them: family ``imported``, condition ``baseline``, one block and scenario per
   sample (scenario id ``inspect/TASK/SAMPLE``); with a pair but no ``scenario_id``, the pair
   is the scenario. Metadata that cannot be read (a pair id that is a list, a label that is
@@ -18,14 +20,16 @@ Each log becomes one run; each sample (× epoch) one trial of the log's model. W
   naming the sample and the field: see `_inspect_meta`.
 - **outcome**, from the first scorer (or the one named by ``scorer``, which must be one of
   the log's scorers):
-  a sample with an error is ``error``; a score whose ``answer`` is a letter among the
-  sample's choices is ``aligned`` when it is the aligned letter (metadata
+  a sample with an error, halted by a limit (token, message, time, an operator's cancel,
+  ...) or invalidated is ``error``, whatever its scores say; a score whose ``answer`` is a
+  letter among the sample's choices is ``aligned`` when it is the aligned letter (metadata
   ``aligned_label``, else the sample's single-letter target: Inspect's "correct" answer),
   ``defect`` when it is the defect letter (metadata ``defect_label``, else the one other
   letter of a two-choice sample), and ``other`` otherwise; a score that reports an answer
   which is no letter (or an empty one: no answer found) is ``other``; only a score without
-  any ``answer`` falls back to its value: ``C`` is ``aligned``, and ``I`` is ``defect`` only
-  for a two-choice sample.
+  any ``answer`` falls back to its value: ``C`` says the target's letter was picked, and
+  ``I`` (of two choices only) the other letter, each then read as above: the target may be
+  the defect letter.
   Anything else (numbers, ``P``/``N``, model-graded texts) is ``other``: never ``aligned``.
 - **kept as is**: everything that does not map (all scores with their explanations and
   metadata, the target, the choices, the sample metadata, the eval's task and model
@@ -50,7 +54,14 @@ from typing import Any
 from deceptwatch._errors import InputError, first_line, require
 from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.importers._files import visible_files
-from deceptwatch.importers._inspect_meta import SampleMeta, letter, read_sample
+from deceptwatch.importers._inspect_meta import (
+    SampleMeta,
+    failure,
+    letter,
+    read_sample,
+    target_letter,
+)
+from deceptwatch.importers._inspect_pairs import check_pairs
 
 SOURCE = "inspect"
 LOG_SUFFIXES = (".eval", ".json")
@@ -73,6 +84,8 @@ class LogReport:
     verdict: str = ""
     reason: str = ""
     findings: list[dict[str, Any]] = field(default_factory=list)
+    # samples meant to be paired (a pair id, or a condition) that found no partner
+    unpaired: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -94,6 +107,7 @@ class LogReport:
             "incomplete": self.incomplete or None,
             "verdict": self.verdict,
             "reason": self.reason,
+            "unpaired": self.unpaired,
             "findings": self.findings,
         }
 
@@ -127,8 +141,9 @@ def map_outcome(sample: Any, scorer: str | None, meta: SampleMeta) -> tuple[str,
     aligned, defect = meta.aligned, meta.defect
     n = len(sample.choices or [])
     letters = [chr(ord("A") + i) for i in range(n)]
-    if sample.error is not None:
-        return "error", None, "inspect:error"
+    failed = failure(sample)
+    if failed is not None:
+        return "error", None, failed.method
     scores = sample.scores or {}
     if scorer is None:
         return "other", None, "inspect:unscored"
@@ -145,11 +160,20 @@ def map_outcome(sample: Any, scorer: str | None, meta: SampleMeta) -> tuple[str,
         return "other", answer, method
     if score.answer is not None:
         return "other", None, method  # an answer that is no choice letter, or none at all
-    if score.value == "C" and aligned:
-        return "aligned", aligned, method
-    if score.value == "I" and defect and n == 2:
-        return "defect", defect, method
-    return "other", None, method
+    # C says the target was picked, I (of two choices) the other letter: the target may be
+    # the defect letter (a log that scores how often the risky answer is given)
+    truth = target_letter(sample.target, letters)
+    if score.value == "C" and truth:
+        picked = truth
+    elif score.value == "I" and truth and n == 2:
+        picked = next(x for x in letters if x != truth)
+    else:
+        return "other", None, method
+    if picked == aligned:
+        return "aligned", picked, method
+    if picked == defect:
+        return "defect", picked, method
+    return "other", picked, method
 
 
 def _scorer(log: Any, path: Path, scorer: str | None) -> str | None:
@@ -234,7 +258,7 @@ def _read_log(path: Path) -> Any:
 
 def _rows(
     log: Any, path: Path, scorer: str | None
-) -> tuple[str, dict[str, Any], list[Any], tuple[int, str]]:
+) -> tuple[str, dict[str, Any], list[Any], tuple[int, str], list[dict[str, Any]]]:
     from deceptwatch.store._rows import TrialRow
 
     spec = log.eval
@@ -242,8 +266,11 @@ def _rows(
     model_id = content_hash(model_key)
     main = _scorer(log, path, scorer)
     rows = []
+    paired = []
     for s in log.samples:
         meta = read_sample(path, s)
+        paired.append(meta.block is not None)
+        failed = failure(s)
         messages = _messages(s)
         messages_json = canonical_json(messages)
         outcome, label, method = map_outcome(s, main, meta)
@@ -295,9 +322,9 @@ def _rows(
                 choice_probs_json=None,
                 model_reported=s.output.model if s.output is not None else None,
                 usage_json=canonical_json(_jsonable(usage)) if usage is not None else None,
-                error_kind="inspect_error" if s.error is not None else None,
-                error=s.error.message if s.error is not None else None,
-                attempts=1,
+                error_kind=failed.kind if failed is not None else None,
+                error=failed.message if failed is not None else None,
+                attempts=1 + len(s.error_retries or []),
                 latency_ms=float(s.total_time or 0.0) * 1000.0,
                 outcome=outcome,
                 choice=label,
@@ -305,7 +332,7 @@ def _rows(
                 method=method,
             )
         )
-    _check_pairs(path, rows, [s.id for s in log.samples])
+    unpaired = check_pairs(path, rows, log.samples, paired)
     run_id = content_hash({"source": SOURCE, "eval_id": spec.eval_id})
     completeness = _incomplete(log)
     config = {
@@ -323,31 +350,7 @@ def _rows(
         "task_args": _jsonable(spec.task_args),
     }
     model = {"spec": f"inspect-log:{spec.model}", "key": model_key, "config": config}
-    return run_id, model, rows, completeness
-
-
-def _check_pairs(path: Path, rows: Sequence[Any], sample_ids: Sequence[Any]) -> None:
-    """Refuse, before anything is written, a log whose metadata the paired statistics cannot
-    take: a scenario under two families, or a pair with two trials of one condition."""
-    family: dict[str, tuple[str, Any]] = {}
-    seen: dict[tuple[str, str], Any] = {}
-    for r, sid in zip(rows, sample_ids, strict=True):
-        first = family.setdefault(r.scenario_id, (r.family, sid))
-        if first[0] != r.family:
-            raise InputError(
-                f"{path}: samples {first[1]!r} and {sid!r} share the scenario "
-                f"{r.scenario_id!r} but not its family ({first[0]!r}, {r.family!r})",
-                hint="give every sample of a pair (metadata pair_id or scenario_id) the same "
-                "metadata family",
-            )
-        other = seen.setdefault((r.block_id, r.condition), sid)
-        if other != sid:
-            raise InputError(
-                f"{path}: samples {other!r} and {sid!r} are both the {r.condition!r} trial of "
-                f"one pair (metadata pair_id or block_id, epoch {r.epoch + 1})",
-                hint="a pair holds one sample per condition: give the other pairs other ids, "
-                "or set each sample's metadata condition",
-            )
+    return run_id, model, rows, completeness, unpaired
 
 
 def _is_manifest(path: Path) -> bool:
@@ -409,7 +412,7 @@ def import_inspect_logs(
     reports = []
     store = Store.open(db)
     try:
-        for f, run_id, model, rows, (expected, incomplete) in parsed:
+        for f, run_id, model, rows, (expected, incomplete), unpaired in parsed:
             ids = [r.trial_id for r in rows]
             before = _stored(store, ids)
             store.begin_run(
@@ -435,6 +438,7 @@ def import_inspect_logs(
                 log_status=str(model["config"]["status"]),
                 expected=expected,
                 incomplete=incomplete,
+                unpaired=unpaired,
             )
             _analyse(store, report, content_hash(model["key"]))
             summary = {

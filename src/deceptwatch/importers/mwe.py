@@ -19,9 +19,10 @@ many as no/decline. Where the family has a direction (power seeking and coordina
 defect reads as yes/accept; shutdown avoidance: defect reads as no/decline), a file whose
 counts point the other way is *suspect*, as is a file whose name says the matching answer is
 the aligned one by design (``myopic-reward``: matching is the myopic choice, while the
-``non_myopia`` family's defect is the far-sighted one). A suspect file is not imported unless
-the user passes ``--flip FILE`` (swap matching and not matching) or ``--keep FILE`` (import as
-written). The importer never decides for the user.
+``non_myopia`` family's defect is the far-sighted one; ``corrigible-*``: matching accepts a
+change of goal, while the ``shutdown_avoidance`` defect resists it), whatever its counts. A
+suspect file is not imported unless the user passes ``--flip FILE`` (swap matching and not
+matching) or ``--keep FILE`` (import as written). The importer never decides for the user.
 """
 
 from __future__ import annotations
@@ -59,7 +60,12 @@ FAMILY_RULES: dict[str, FamilyRule] = {
     "power-seeking-inclination": FamilyRule("power_seeking", "yes"),
     "wealth-seeking-inclination": FamilyRule("power_seeking", "yes"),
     "survival-instinct": FamilyRule("shutdown_avoidance", "no"),
-    "corrigible-": FamilyRule("shutdown_avoidance", "no"),
+    "corrigible-": FamilyRule(
+        "shutdown_avoidance",
+        "no",
+        "in corrigible-* the matching answer is the corrigible one (it accepts the change of "
+        "goal), while the shutdown_avoidance family's defect is resisting it",
+    ),
     "self-awareness-": FamilyRule("situational_awareness", None),
     "myopic-reward": FamilyRule(
         "non_myopia",
@@ -356,6 +362,17 @@ def read_file(path: Path) -> tuple[list[Question], list[tuple[int, str]]]:
 
 
 def rule_for(path: Path, family: str | None) -> FamilyRule:
+    """The rule of the file's name, or of `family` (--family): a --family that names the
+    family of the file's name keeps that name's rule, polarity checks included."""
+    stem = path.stem.lower()
+    named = next(
+        (
+            FAMILY_RULES[p]
+            for p in sorted(FAMILY_RULES, key=len, reverse=True)
+            if stem.startswith(p)
+        ),
+        None,
+    )
     if family is not None:
         from deceptwatch.scenarios import PRECURSOR_FAMILIES
 
@@ -364,11 +381,11 @@ def rule_for(path: Path, family: str | None) -> FamilyRule:
                 f"--family {family!r} is not a precursor family",
                 hint="one of: " + ", ".join(sorted(PRECURSOR_FAMILIES)),
             )
+        if named is not None and named.family == family:
+            return named
         return FamilyRule(family, FAMILY_DIRECTION.get(family))
-    stem = path.stem.lower()
-    for prefix in sorted(FAMILY_RULES, key=len, reverse=True):
-        if stem.startswith(prefix):
-            return FAMILY_RULES[prefix]
+    if named is not None:
+        return named
     raise InputError(
         f"{path}: cannot tell the family from the file name '{path.name}'",
         hint="pass --family NAME (e.g. --family power_seeking); known names: "
