@@ -389,6 +389,7 @@ def apply(
             threshold=result.threshold,
             fpr=fpr or (trained.record.threshold.fpr_target if trained.record.threshold else 0.01),
             seed=seed,
+            calibrated_on=recalibrate or (),
         )
         data["evaluation"] = {k: jsonable(v) for k, v in evals.items()}
     if as_json:

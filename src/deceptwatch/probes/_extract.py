@@ -74,14 +74,16 @@ def capture(model: Any, layers: Sequence[Layer], *, stop_early: bool = False) ->
         def hook(module: Any, args: Any, output: Any) -> None:
             h = output[0] if isinstance(output, tuple) else output
             if state.lengths is None:
-                pooled = h[:, -1, :]
+                pooled = h[:, -1, :].float()
             else:
+                # averaged in float32 whatever the model's dtype: a mean taken in bfloat16
+                # (8 bits of mantissa) would round away much of what it averages
                 t = h.shape[1]
                 cols = torch.arange(t, device=h.device).unsqueeze(0)
                 keep = cols >= (t - state.lengths).unsqueeze(1)
-                w = keep.to(h.dtype) / state.lengths.unsqueeze(1).to(h.dtype)
-                pooled = torch.einsum("bt,btd->bd", w, h)
-            state.out[layer.name] = pooled.detach().float().cpu()
+                w = keep.float() / state.lengths.unsqueeze(1).float()
+                pooled = torch.einsum("bt,btd->bd", w, h.float())
+            state.out[layer.name] = pooled.detach().cpu()
             if state.stop_early and layer.index == deepest:
                 raise _Stop
             # returning None leaves the block's output untouched

@@ -177,8 +177,15 @@ class LogisticProbe(LinearProbe):
         labels = _check_y(y, arr.shape[0])
         if self.standardize:
             mean = arr.mean(axis=0)
-            scale = arr.std(axis=0)
-            scale[scale == 0] = 1.0
+            var = arr.var(axis=0)
+            # A constant feature has a variance of rounding error, not exactly 0 (the mean
+            # of n copies of 0.1 is not 0.1): scaled by its square root it would get a
+            # weight of ~1e8 that turns any change in it into a huge score. Scikit-learn's
+            # StandardScaler treats such features as constant (the same bound).
+            eps = np.finfo(np.float64).eps
+            n = arr.shape[0]
+            constant = var <= n * eps * var + (n * mean * eps) ** 2
+            scale = np.where(constant, 1.0, np.sqrt(var))
             Z = (arr - mean) / scale
         else:
             mean, scale, Z = np.zeros(arr.shape[1]), np.ones(arr.shape[1]), arr

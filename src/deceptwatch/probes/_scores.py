@@ -271,11 +271,17 @@ def evaluate_by_condition(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    calibrated_on: Sequence[str] = (),
 ) -> dict[str, ProbeEvaluation | None]:
     """AUROC and recall of the scores against the model's own outcomes (``defect`` is
     positive, ``aligned`` negative, anything else left out), within each condition and over
     all of them (key ``all``), with intervals over scenarios. None where a condition lacks
-    either class (e.g. no defection at all when observed)."""
+    either class (e.g. no defection at all when observed).
+
+    `calibrated_on` names the conditions whose trials set `threshold` (``--recalibrate``):
+    recall and FPR at the threshold are not reported where those trials are evaluated (in
+    those conditions, and in ``all``), since a threshold set on them flags at most `fpr` of
+    them by construction."""
     if len(outcomes) != len(scores):
         raise ValueError("need one outcome per scored trial")
     s = np.array([np.nan if t.score is None else t.score for t in scores])
@@ -291,10 +297,11 @@ def evaluate_by_condition(
         if not 0 < int(y[m].sum()) < int(m.sum()):
             result[name] = None
             continue
+        in_sample = bool(calibrated_on) and (name == "all" or name in set(calibrated_on))
         result[name] = evaluate(
             s[m],
             y[m],
-            threshold=threshold,
+            threshold=None if in_sample else threshold,
             fpr=fpr,
             groups=groups[m],
             n_resamples=n_resamples,

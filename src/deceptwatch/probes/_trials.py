@@ -536,6 +536,13 @@ def _stream_scores(
             f"{trained.name} reads {rec.n_features} features, the model {backend.spec} has {d}",
             hint="apply a probe to the model (and layer) it was trained on",
         )
+    try:
+        resolve_layers(backend.model, [rec.layer])
+    except InputError as exc:  # said of the probe file, before any model work
+        raise InputError(
+            f"{trained.name}: field 'layer': {exc.message}",
+            hint="apply a probe to the model (and layer) it was trained on",
+        ) from None
     if rec.position == "reply" and behaviours is None:
         behaviours = behaviour(backend, trials)
     scores = np.full(len(trials), np.nan)
