@@ -113,7 +113,8 @@ def _probe_plan(
     config: Any,
 ) -> list[str]:
     """Check ``--probes``/``--probe`` before anything runs: the probe files exist, some
-    model is open-weight, and the run has the benign trials to calibrate on."""
+    model is open-weight, and the run has the placebo trials to calibrate on (where a probe
+    has no threshold of its own)."""
     from deceptwatch.probes._monitor import check_benign, probe_specs
 
     specs = probe_specs(probes)
@@ -124,7 +125,7 @@ def _probe_plan(
             "--probes and --probe need an open-weight model: probes read the model's activations",
             hint="use --model organism:NAME or --model hf:PATH, or leave out --probes and --probe",
         )
-    check_benign(_trials_of(records, backends[0], config))
+    check_benign(_trials_of(records, backends[0], config), specs)
     return specs
 
 

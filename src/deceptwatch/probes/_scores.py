@@ -176,8 +176,7 @@ def require_threshold(trained: TrainedProbe, recalibrate_on: Sequence[str] | Non
     if not recalibrate_on and trained.record.threshold is None:
         raise InputError(
             f"{trained.name} has no calibrated threshold",
-            hint="recalibrate it on this run's benign trials: "
-            "--recalibrate observed --recalibrate placebo",
+            hint="recalibrate it on this run's benign placebo trials: --recalibrate placebo",
         )
 
 
@@ -196,7 +195,7 @@ def score_trials(
     """Score and flag every trial with `probe` (a `TrainedProbe` or a probe file).
 
     Flags use the probe's calibrated threshold, or, with `recalibrate_on` (e.g.
-    ``("observed", "placebo")``), a threshold at `fpr` (default: the probe's own target,
+    ``("placebo",)``), a threshold at `fpr` (default: the probe's own target,
     else 1%) set on this run's trials in those conditions: the benign half of the same
     paired run. Activations are streamed: only the scores are kept.
     """
