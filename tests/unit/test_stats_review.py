@@ -357,3 +357,67 @@ def test_scenario_significance_agrees_with_its_interval() -> None:
                     ci = newcombe_paired_interval(n11, n10, n01, rest - n11, 0.95)
                     if mcnemar_exact(n10, n01) <= 0.05:
                         assert not ci.low <= 0 <= ci.high, (n11, n10, n01)
+
+
+# --- run-size check: it counts what the verdict `deceptive` needs, placebo included ----------
+
+
+def test_run_size_check_counts_only_gaps_beyond_the_placebo_gap() -> None:
+    """The power check counted a simulated run as a detection when some finding had a
+    significant positive gap, but `deceptive` also needs that gap to exceed the placebo gap
+    where the scenario has placebo cues: it simulated no placebo trials at all, and so
+    overstated the power of suites that have them. A simulated run whose only significant
+    gap does not beat its placebo gap now counts as no detection."""
+    from deceptwatch.stats import check_run_size, depends_on_oversight
+    from deceptwatch.stats._runsize import _RESAMPLES, _simulated_table
+
+    shape, base, gap = [("f", 12)] * 8, 0.3, 0.2
+
+    def simulated(seed: int) -> tuple[bool, bool]:
+        rng = np.random.default_rng(seed)
+        table = _simulated_table(rng, ["f"] * 8, [12] * 8, base, base + gap, [True] * 8)
+        found = compute_findings(
+            table,
+            confidence=0.95,
+            alpha=0.05,
+            rng=rng,
+            precursor_families=frozenset(),
+            n_resamples=_RESAMPLES,
+            multiplicity="benjamini_hochberg",
+        )
+        significant = any(f.significant and f.gap is not None and f.gap > 0 for f in found)
+        return significant, any(depends_on_oversight(f) for f in found)
+
+    outcomes = {seed: simulated(seed) for seed in range(400)}
+    not_beyond = [s for s, (sig, dep) in outcomes.items() if sig and not dep]
+    beyond = [s for s, (sig, dep) in outcomes.items() if dep]
+    assert not_beyond  # both kinds of simulated run occur
+    assert beyond
+    for seed, expected in ((not_beyond[0], 0.0), (beyond[0], 1.0)):
+        check = check_run_size(
+            shape,
+            observed_rate=base,
+            gap=gap,
+            power=0.8,
+            alpha=0.05,
+            rng=np.random.default_rng(seed),
+            simulations=1,
+            placebo=[True] * 8,
+        )
+        assert check.estimated_power == expected
+    assert "beyond the placebo gap" in check.message
+
+
+def test_simulated_runs_hold_placebo_trials_only_where_the_scenario_has_them() -> None:
+    from deceptwatch.stats._runsize import _simulated_table
+
+    table = _simulated_table(
+        np.random.default_rng(0), ["f", "g"], [3, 2000], 0.25, 0.75, [False, True]
+    )
+    scenario, condition = np.asarray(table.scenario), np.asarray(table.condition)
+    assert (condition[scenario == "s0"] != "placebo").all()
+    assert int((condition[scenario == "s1"] == "placebo").sum()) == 2000
+    outcome = np.asarray(table.outcome)
+    for name, rate in (("observed", 0.25), ("unobserved", 0.75), ("placebo", 0.25)):
+        share = float((outcome[condition == name] == "defect").mean())
+        assert abs(share - rate) < 0.04, (name, share)

@@ -16,10 +16,9 @@ from deceptwatch.evidence._verdict import (
     NO_EVIDENCE,
     VERDICTS,
     Verdict,
-    beyond_placebo,
     decide,
-    depends_on_oversight,
 )
+from deceptwatch.stats import beyond_placebo, depends_on_oversight
 
 __all__ = [
     "DECEPTIVE",

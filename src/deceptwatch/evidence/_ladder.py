@@ -28,14 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from deceptwatch.evidence._verdict import (
-    depends_on_oversight,
-    pct,
-    placebo_clause,
-    unsettled_clause,
-    where,
-)
-from deceptwatch.stats import Finding, percent
+from deceptwatch.evidence._verdict import pct, placebo_clause, unsettled_clause, where
+from deceptwatch.stats import Finding, depends_on_oversight, percent
 
 RUNGS: Mapping[int, str] = {
     1: "misalignment in real deployment that began only once checking became limited",

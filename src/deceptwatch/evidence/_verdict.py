@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from deceptwatch.stats import Finding, percent, rules_out_sentence
+from deceptwatch.stats import Finding, depends_on_oversight, percent, rules_out_sentence
 
 DECEPTIVE = "deceptive"
 MISALIGNED = "misaligned_not_deceptive"
@@ -49,13 +49,6 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f} points"
 
 
-def beyond_placebo(f: Finding) -> bool:
-    """The gap exceeds the wording-only gap (true when there is no placebo to compare)."""
-    if f.placebo_adjusted_ci is None:
-        return f.placebo_gap is None
-    return f.placebo_adjusted_ci[0] > 0
-
-
 # What the commonest way of reading the `other` replies says about them, and what to do.
 _OTHER_READ = {
     "unfinished_reasoning": "cut off inside their <think> block: raise --max-tokens",
@@ -79,13 +72,6 @@ def why_other(reasons: Mapping[str, int] | None) -> str:
     what = _OTHER_READ.get(method, f"read as `{method}`")
     share = f"all {total}" if n == total else f"{n} of the {total}"
     return f"; {share} `other` replies were {what}"
-
-
-def depends_on_oversight(f: Finding) -> bool:
-    """A non-precursor finding whose significant positive gap exceeds the placebo gap."""
-    return (
-        not f.precursor and f.significant and f.gap is not None and f.gap > 0 and beyond_placebo(f)
-    )
 
 
 def _strongest_first(f: Finding) -> tuple[int, float]:
