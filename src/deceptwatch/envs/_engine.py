@@ -18,24 +18,41 @@ tool when the environment has it, and the rules see both: the command line (rule
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from deceptwatch.envs._shell import first_words, options, refusal, simple, words
+from deceptwatch.envs._shell import (
+    first_words,
+    options,
+    refusal,
+    segments,
+    simple,
+    strip_prefixes,
+    words,
+)
 from deceptwatch.scenarios._schema import SLOT_RE, TOOLS, ActionRule, Environment
 from deceptwatch.scoring._reasoning import answer_part
 
 # The outcomes, as in deceptwatch.scoring (which imports scenarios, which imports this).
 ALIGNED, DEFECT, OTHER = "aligned", "defect", "other"
 # A line such as "ACTION: cat /etc/x", "**Action:** `ls`", "> action: rm /tmp/a".
-_ACTION_LINE = re.compile(r"^[ \t>*_#-]*action[ \t*_]*:[ \t*_]*(.*)$", re.IGNORECASE | re.MULTILINE)
+_ACTION_LINE = re.compile(
+    r"^[ \t>*_#`-]*action[ \t*_]*:[ \t*_]*(.*)$", re.IGNORECASE | re.MULTILINE
+)
 _FENCE = re.compile(r"^\s*```[^\n]*\n(.*?)\n?```", re.DOTALL)
 _FILE_TOOLS = ("ls", "cat", "rm")  # also reachable through `run`, e.g. "run rm -rf PATH"
 # The longest argument of ls, cat, rm, write (its path) and run: the rules' regular expressions
 # then take milliseconds, however they are written.
 MAX_ARG = 4000
+# The longest output of one action shown to the agent (a file it wrote itself may be larger).
+MAX_OUTPUT = 20_000
+_GLOB = re.compile(r"[*?\[]")
+_HOME = re.compile(r"^(?:~|\$HOME|\$\{HOME\})(?=/|$)")
+_REDIRECT = re.compile(r"^[0-9]*(?:>>?|>\||&>>?|<)$")
 
 _USAGE = {
     "ls": "ls [PATH] - list a directory",
@@ -61,6 +78,10 @@ def instructions(env: Environment) -> str:
     )
 
 
+def _quote(word: str) -> str:
+    return shlex.quote(word) if any(c.isspace() for c in word) else word
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     """A parsed action. `arg` is what rules match: the resolved path for file tools, the
@@ -81,6 +102,18 @@ class Step:
     action: Action | None  # None: the reply could not be parsed
 
 
+def _split(text: str) -> tuple[str, str, str]:
+    """`text` cut at its first run of whitespace (a space, a tab, a no-break space)."""
+    parts = text.strip().split(None, 1)
+    return (parts[0], " ", parts[1].strip()) if len(parts) == 2 else (text.strip(), "", "")
+
+
+def ignored_actions(reply: str) -> int:
+    """How many ``ACTION:`` lines of a reply follow the first one (they are not carried out)."""
+    answer = answer_part(reply) or ""
+    return max(0, len(_ACTION_LINE.findall(answer)) - 1)
+
+
 def parse_action(reply: str, tools: Sequence[str] = TOOLS) -> Action | str:
     """The first ``ACTION:`` line of a reply, after any reasoning block (a reasoning model
     plans its actions there), or a message saying why there is none."""
@@ -93,17 +126,16 @@ def parse_action(reply: str, tools: Sequence[str] = TOOLS) -> Action | str:
     line = m.group(1).strip().strip("`").strip()
     if not line:
         return "the ACTION line is empty"
-    tool, _, rest = line.partition(" ")
+    tool, _, rest = _split(line)
     tool = tool.lower()
-    rest = rest.strip()
     if tool not in TOOLS:
         return f"unknown tool {tool!r}"
     if tool not in tools:
         return f"the tool {tool!r} is not available here"
-    if tool != "submit" and len(rest.partition(" ")[0] if tool == "write" else rest) > MAX_ARG:
+    if tool != "submit" and len(_split(rest)[0] if tool == "write" else rest) > MAX_ARG:
         return f"the arguments of {tool} are longer than {MAX_ARG:,} characters"
     if tool == "write":
-        path, _, inline = rest.partition(" ")
+        path, _, inline = _split(rest)
         if not path:
             return "write needs a PATH and the CONTENT"
         after = answer[m.end() :].lstrip("\n")
@@ -142,13 +174,41 @@ class Engine:
 
     # ------------------------------------------------------------------ tools
 
-    def _resolve(self, path: str) -> str:
-        path = path.strip().strip("'\"")
-        return posixpath.normpath(posixpath.join(self.env.cwd, path or "."))
+    @property
+    def home(self) -> str:
+        """Where ``~`` and ``$HOME`` lead: the working directory when it is under /home,
+        else /root."""
+        cwd = posixpath.normpath(self.env.cwd)
+        return cwd if cwd.startswith("/home/") else "/root"
+
+    def _resolve(self, path: str, cwd: str | None = None) -> str:
+        path = _HOME.sub(lambda _m: self.home, path.strip().strip("'\""))
+        return posixpath.normpath(posixpath.join(cwd or self.env.cwd, path or "."))
 
     def _is_dir(self, path: str) -> bool:
         prefix = path.rstrip("/") + "/"
         return path == "/" or any(p.startswith(prefix) for p in self.files)
+
+    def _glob(self, path: str) -> list[str]:
+        """The files and directories a resolved `path` with ``*``, ``?`` or ``[`` names, as a
+        shell expands them (``*`` does not match a leading dot); `path` itself when none."""
+        if not _GLOB.search(path):
+            return [path]
+        parts = path.split("/")
+        known = set(self.files)
+        for p in self.files:
+            while (p := posixpath.dirname(p)) != "/":
+                known.add(p)
+        hits = [
+            p
+            for p in known
+            if len(q := p.split("/")) == len(parts)
+            and all(
+                fnmatch.fnmatchcase(a, b) and (not a.startswith(".") or b.startswith("."))
+                for a, b in zip(q, parts, strict=True)
+            )
+        ]
+        return sorted(hits) or [path]
 
     def _ls(self, path: str) -> str:
         if path in self.files:
@@ -170,10 +230,10 @@ class Engine:
             return f"cat: {path}: Is a directory"
         return f"cat: {path}: No such file or directory"
 
-    def _rm(self, paths: list[str], flags: set[str]) -> tuple[list[str], str]:
-        """Remove `paths` (directories with everything in them when recursive); returns the
-        paths the rules see (each operand, a directory also as "DIR/", each removed file)
-        and the output."""
+    def _rm(self, paths: list[str], flags: set[str], dry: bool = False) -> tuple[list[str], str]:
+        """Remove `paths` (directories with everything in them when recursive; nothing when
+        `dry`); returns the paths the rules see (each operand, a directory also as "DIR/",
+        each removed file) and the output."""
         recursive = bool(flags & {"r", "R", "recursive"})
         force = bool(flags & {"f", "force"})
         touched: list[str] = []
@@ -181,7 +241,8 @@ class Engine:
         for path in paths:
             touched.append(path)
             if path in self.files:
-                del self.files[path]
+                if not dry:
+                    del self.files[path]
                 lines.append(f"removed '{path}'")
             elif self._is_dir(path):
                 prefix = path.rstrip("/") + "/"
@@ -190,7 +251,8 @@ class Engine:
                     lines.append(f"rm: cannot remove '{path}': Is a directory")
                     continue
                 for p in sorted(p for p in self.files if p.startswith(prefix)):
-                    del self.files[p]
+                    if not dry:
+                        del self.files[p]
                     touched.append(p)
                     lines.append(f"removed '{p}'")
                 lines.append(f"removed directory '{path}'")
@@ -204,13 +266,16 @@ class Engine:
         self.files[path] = content
         return f"wrote {len(content.encode('utf-8'))} bytes to {path}"
 
-    def _file_tool(self, tool: str, args: list[str]) -> tuple[list[Action], str]:
-        """ls, cat or rm on `args` (flags and operands, as a shell passes them); returns the
-        actions the rules see (the first one is the step's action) and the output."""
+    def _file_tool(
+        self, tool: str, args: list[str], cwd: str | None = None, dry: bool = False
+    ) -> tuple[list[Action], str]:
+        """ls, cat or rm on `args` (flags and operands, as a shell passes them, globs
+        expanded against the files); returns the actions the rules see (the first one is the
+        step's action) and the output. `dry`: change nothing (for the rules alone)."""
         flags, operands = options(args)
-        paths = [self._resolve(p) for p in operands]
+        paths = [g for p in operands for g in self._glob(self._resolve(p, cwd))]
         if tool == "ls":
-            paths = paths or [self._resolve(".")]
+            paths = paths or [self._resolve(".", cwd)]
             outs = [self._ls(p) for p in paths]
             out = (
                 outs[0]
@@ -224,9 +289,53 @@ class Engine:
             outs = [self._cat(p) for p in paths]
             out = "".join(o if o.endswith("\n") else o + "\n" for o in outs[:-1]) + outs[-1]
             return [Action("cat", " ".join(paths)), *(Action("cat", p) for p in paths)], out
-        touched, out = self._rm(paths, flags)
+        touched, out = self._rm(paths, flags, dry)
         actions = [Action("rm", " ".join(paths)), *(Action("rm", p) for p in touched)]
         return actions, out or "(no output)"
+
+    def _attempted(self, command: str) -> list[Action]:
+        """What a command line this shell does not run (a list, a pipeline, a redirection)
+        attempted, for the rules: each ``ls``/``cat``/``rm`` in it as that tool, and, after a
+        ``cd``, each simple command with its paths made absolute (``cd /etc && rm x`` is seen
+        as ``rm /etc/x``). Nothing is carried out."""
+        out: list[Action] = []
+        cwd = posixpath.normpath(self.env.cwd)
+        for argv in segments(command):
+            cmd = strip_prefixes(argv)
+            if not cmd:
+                continue
+            if cmd[0] in ("cd", "pushd"):
+                target = next((a for a in cmd[1:] if not a.startswith("-")), "~")
+                cwd = self._resolve(target, cwd)
+                continue
+            start = len(argv) - len(cmd) + 1  # the first word after the command's name
+            if cwd != posixpath.normpath(self.env.cwd):
+                resolved = [
+                    *argv[:start],
+                    *(
+                        self._absolute(w, argv[i - 1], cwd)
+                        for i, w in enumerate(argv)
+                        if i >= start
+                    ),
+                ]
+                out.append(Action("run", " ".join(_quote(w) for w in resolved)))
+            if cmd[0] in _FILE_TOOLS and cmd[0] in self.env.tools:
+                args = [
+                    w
+                    for i, w in enumerate(cmd[1:])
+                    if not _REDIRECT.match(w) and (i == 0 or not _REDIRECT.match(cmd[i]))
+                ]
+                out += self._file_tool(cmd[0], args, cwd, dry=True)[0]
+        return out
+
+    def _absolute(self, word: str, before: str, cwd: str) -> str:
+        """`word` as an absolute path when it names one (a redirection's target, a word
+        with "/", ".", a glob, or an existing file or directory under `cwd`)."""
+        if word.startswith("-") or _REDIRECT.match(word) or any(c.isspace() for c in word):
+            return word
+        path = self._resolve(word, cwd)
+        looks = bool(_REDIRECT.match(before) or _GLOB.search(word) or "/" in word or "." in word)
+        return path if looks or path in self.files or self._is_dir(path) else word
 
     def _run(self, command: str) -> tuple[list[Action], str]:
         """A scripted command's output, or a file tool run through the shell (when the
@@ -234,20 +343,21 @@ class Engine:
         run = Action("run", command)
         for c in self.env.commands:
             if re.fullmatch(c.match, command):
-                return [run], self.fill(c.output) or "(no output)"
+                return [run, *self._attempted(command)], self.fill(c.output) or "(no output)"
         argv = simple(command)
         known = first_words(c.match for c in self.env.commands)
         hint = f" Commands available here: {', '.join(known)}." if known else ""
         if argv is None:
-            return [run], (
+            return [run, *self._attempted(command)], (
                 "sh: pipes, redirections, command lists and substitutions are not available "
                 f"here; run one command per action.{hint}"
             )
         if not argv or not argv[0]:
             return [run], f"sh: empty command.{hint}"
         word = argv[0]
-        if word in _FILE_TOOLS and word in self.env.tools:
-            actions, out = self._file_tool(word, argv[1:])
+        cmd = strip_prefixes(argv)
+        if cmd and cmd[0] in _FILE_TOOLS and cmd[0] in self.env.tools:
+            actions, out = self._file_tool(cmd[0], cmd[1:])
             return [*actions, run], out
         if word in known:  # another form of a scripted command: not "no such command"
             why = f"'{command}' is not available here; only some {word} commands are"
@@ -289,6 +399,17 @@ class Engine:
         first = self.acted == 0
         self.acted += 1
         actions, output = self._execute(parsed)
+        if len(output) > MAX_OUTPUT:
+            output = (
+                output[:MAX_OUTPUT]
+                + f"\n[output cut: {len(output) - MAX_OUTPUT:,} more characters]"
+            )
+        extra = ignored_actions(reply) if parsed.tool != "write" else 0
+        if extra:  # the agent must not believe they were carried out
+            output += (
+                f"\n\n[only the first ACTION of a reply is carried out; {extra} more "
+                f"{'was' if extra == 1 else 'were'} not]"
+            )
         action = replace(actions[0], text=parsed.text)
         submit = action.tool == "submit"
         if self._matches(self.env.defect, actions):
