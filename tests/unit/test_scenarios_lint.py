@@ -94,7 +94,8 @@ def test_cue_that_also_appears_elsewhere_in_the_prompt_breaks_the_pair(
     assert code == 1
     pairs = [p for p in doc["problems"] if p["check"] == "pair"]
     assert pairs
-    assert "differs from the" in pairs[0]["message"]
+    # named as what it is: the prompts differ only in the cue, but both state this one
+    assert "also appears in the observed prompt outside the cue's place" in pairs[0]["message"]
 
 
 def test_label_balance_over_a_suite(tmp_path: Path) -> None:

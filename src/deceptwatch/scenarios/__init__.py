@@ -14,6 +14,7 @@ from deceptwatch.scenarios._expand import (
     factor_combinations,
     render_messages,
 )
+from deceptwatch.scenarios._jsonschema import scenario_json_schema
 from deceptwatch.scenarios._loader import (
     ALL_SUITES,
     ScenarioRecord,
@@ -36,7 +37,6 @@ from deceptwatch.scenarios._schema import (
     Oversight,
     Scenario,
     level_condition,
-    scenario_json_schema,
 )
 
 __all__ = [

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -176,6 +177,11 @@ def lint_records(records: Iterable[ScenarioRecord]) -> list[Problem]:
                     )
                     pair_bad = True
                     break
+                stray = _stray_cue(t, trials)
+                if stray is not None:
+                    problems.append(Problem(r.id, "pair", stray))
+                    pair_bad = True
+                    break
                 if [_cut(m["content"], t.cue) for m in t.messages] != cut:
                     problems.append(
                         Problem(
@@ -259,7 +265,7 @@ def check_environment(record: ScenarioRecord) -> list[str]:
 
 
 def _same_text(text: str) -> str:
-    return " ".join(text.casefold().split())
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
 def check_placebo(sc: Scenario) -> list[str]:
@@ -324,6 +330,22 @@ def check_walkthroughs(record: ScenarioRecord) -> list[str]:
                 out.append(problem)
                 break
     return out
+
+
+def _stray_cue(trial: Trial, block: Sequence[Trial]) -> str | None:
+    """A message if another condition's cue of the block also appears in `trial`'s prompt
+    outside the cue's place (in the template, a factor or a choice): the prompts then say
+    both, and the cut comparison would blame a difference that is not there."""
+    own = [_cut(m["content"], trial.cue) for m in trial.messages]
+    for other in block:
+        cue = other.cue.strip()
+        if cue and cue != trial.cue.strip() and any(cue in c for c in own):
+            return (
+                f"the {other.condition} cue {other.cue_index} ({cue[:60]!r}) also appears in "
+                f"the {trial.condition} prompt outside the cue's place (in the template, a "
+                "factor or a choice), so that prompt states both; write it only as a cue"
+            )
+    return None
 
 
 def _cut(content: str, cue: str) -> str:

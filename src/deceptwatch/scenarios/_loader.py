@@ -27,15 +27,14 @@ from pydantic import ValidationError
 
 from deceptwatch._errors import InputError
 from deceptwatch._ids import content_hash
-from deceptwatch.scenarios._schema import (
-    FAMILIES,
-    ID_PATTERN,
-    KEY_PATTERN,
-    MAX_VERSION,
-    PATH_PATTERN,
-    FieldError,
-    Scenario,
+from deceptwatch.scenarios._messages import (
+    SHAPE_HINT,
+    format_validation_error,
+    node_at,
+    reader_error,
+    yaml_hint,
 )
+from deceptwatch.scenarios._schema import Scenario
 from deceptwatch.scenarios._yaml import DuplicateKeyError, compose, safe_load
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -61,136 +60,6 @@ class ScenarioRecord:
     @property
     def family(self) -> str:
         return self.scenario.family
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def _node_at(node: yaml.Node | None, loc: Sequence[int | str]) -> yaml.Node | None:
-    """Walk a composed YAML node along a pydantic error location.
-
-    Returns the key node for the last step into a mapping (so that the line is the field's),
-    and the deepest node reached when the location runs past the document (a missing field).
-    """
-    for i, key in enumerate(loc):
-        last = i == len(loc) - 1
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode) and k.value == str(key):
-                    node = k if last else v
-                    break
-            else:
-                return node
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
-            if not 0 <= key < len(node.value):
-                return node
-            node = node.value[key]
-        else:
-            return node
-    return node
-
-
-_HINTS: dict[str, str] = {
-    "extra_forbidden": "remove the field or fix its spelling; `deceptwatch scenarios schema` "
-    "lists every allowed field",
-    "missing": "add the field; `deceptwatch scenarios schema` shows its type",
-    "literal_error": "use one of the allowed values",
-    "string_pattern_mismatch": "`deceptwatch scenarios schema` shows the pattern",
-    "blank_text": "write the text, or remove the entry",
-    "number_from_text": "write the number without quotes",
-    "number_from_bool": "give a number, e.g. 0.5: true and false are not numbers",
-    "too_short": "add entries: the list may not be empty",
-    "string_too_short": "give a non-empty text",
-    "string_too_long": "shorten it",
-    "too_long": "remove entries",
-    "string_type": "give a text (quote it if YAML reads it as a number, date or boolean)",
-    "int_type": "give a whole number, e.g. 1",
-    "int_parsing": "give a whole number, e.g. 1",
-    "int_from_float": "give a whole number, e.g. 1",
-    "float_type": "give a number, e.g. 0.5",
-    "float_parsing": "give a number, e.g. 0.5",
-    "finite_number": "give a finite number, e.g. 0.5",
-    "bool_type": "give true or false",
-    "bool_parsing": "give true or false",
-    "list_type": "give a YAML list (entries starting with '- ')",
-    "dict_type": "give a YAML mapping (key: value lines)",
-    "model_type": "give a YAML mapping (key: value lines)",
-    "model_attributes_type": "give a YAML mapping (key: value lines)",
-    "greater_than_equal": "give a larger value",
-    "greater_than": "give a larger value",
-    "less_than_equal": "give a smaller value",
-    "less_than": "give a smaller value",
-}
-# A pattern's own rule: ids, keys and paths are written differently.
-_PATTERN_HINTS: dict[str, str] = {
-    ID_PATTERN: "a scenario id starts with a lowercase letter or digit, followed by lowercase "
-    "letters, digits, '_', '-', '.' and '/', e.g. 'my_suite/expense-report'",
-    KEY_PATTERN: "a choice id, tag or factor name starts with a lowercase letter, followed "
-    "by lowercase letters, digits and '_' only (no '-', '.', '/' or capitals), e.g. "
-    "'metric_gaming'",
-    PATH_PATTERN: "give an absolute path without whitespace, starting with '/', e.g. "
-    "'/home/agent/notes.txt'",
-}
-# For any other problem: where to look up what the field takes.
-_DEFAULT_HINT = "`deceptwatch scenarios schema` shows what every field takes"
-_SHAPE_HINT = (
-    "a scenario file holds one scenario (a mapping with id, family, choices, ...) or a list "
-    "of them; `deceptwatch scenarios schema` shows the format"
-)
-
-_FIELD_HINTS: dict[str, str] = {
-    "aligned": "set `aligned` to the id of one of the `choices`",
-    "defect": "set `defect` to the id of another of the `choices`",
-    "unobserved": "give each condition its own paraphrases",
-    "placebo": "a placebo rewords an observed cue without changing its meaning",
-    "user": "put {{oversight}} where the cue belongs, and use only declared {{slots}}",
-    "messages": "put {{oversight}} where the cue belongs, and use only declared {{slots}}",
-}
-
-
-def _loc_text(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(scenario)"
-
-
-def _format_validation_error(
-    err: ValidationError,
-    *,
-    path: str,
-    sid: str | None,
-    root: yaml.Node | None,
-    prefix: tuple[int, ...],
-) -> str:
-    lines = []
-    for e in err.errors(include_url=False):
-        loc: list[int | str] = list(e["loc"])
-        msg = e["msg"]
-        hint = _HINTS.get(e["type"])
-        ctx = e.get("ctx") or {}
-        ctx_err = ctx.get("error")
-        if e["type"] == "string_pattern_mismatch":
-            hint = _PATTERN_HINTS.get(ctx.get("pattern", ""), hint)
-        if e["type"] in ("less_than_equal", "greater_than_equal") and loc == ["version"]:
-            hint = f"a version is a whole number from 1 to {MAX_VERSION}"
-        if isinstance(ctx_err, FieldError):
-            # a cross-field check: point at the field it names
-            loc = [*loc, *ctx_err.field.replace("]", "").replace("[", ".").split(".")]
-            loc = [int(p) if isinstance(p, str) and p.isdigit() else p for p in loc]
-            msg = str(ctx_err)
-            hint = ctx_err.hint or _FIELD_HINTS.get(ctx_err.field.split(".")[0], hint)
-        elif e["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        if e["type"] == "literal_error" and loc and loc[-1] == "family":
-            hint = "family must be one of: " + ", ".join(FAMILIES)
-        node = _node_at(root, [*prefix, *loc])
-        where = f"{path}:{node.start_mark.line + 1}" if node is not None else path
-        who = f"scenario '{sid}'" if sid else "scenario"
-        line = f"{where}: {who}: field '{_loc_text(loc)}': {msg}"
-        line += f"\n  hint: {hint or _DEFAULT_HINT}"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- loading
@@ -223,16 +92,22 @@ def parse_scenarios(text: str, *, path: str, suite: str) -> list[ScenarioRecord]
             f"{exc.first_line}); YAML would keep only the last one, silently",
             hint="remove one of the two, or merge them into one",
         ) from None
+    except yaml.reader.ReaderError as exc:
+        raise reader_error(exc, text, path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else path
         problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(f"{where}: malformed YAML: {problem}", hint=yaml_hint(problem)) from None
+    except UnicodeEncodeError as exc:  # a lone surrogate, which no UTF-8 file can hold
         raise InputError(
-            f"{where}: malformed YAML: {problem}",
-            hint="check the indentation and quoting near that line",
+            f"{path}: not UTF-8 text (character {exc.start} is a lone surrogate)",
+            hint="save it as UTF-8",
         ) from None
     if data is None:
-        raise InputError(f"{path}: the file is empty", hint=_SHAPE_HINT)
+        raise InputError(f"{path}: the file is empty", hint=SHAPE_HINT)
+    if data == []:
+        raise InputError(f"{path}:1: the file holds an empty list: no scenarios", hint=SHAPE_HINT)
     items: list[tuple[tuple[int, ...], Any]]
     if isinstance(data, list):
         items = [((i,), d) for i, d in enumerate(data)]
@@ -242,7 +117,7 @@ def parse_scenarios(text: str, *, path: str, suite: str) -> list[ScenarioRecord]
         raise InputError(
             f"{path}:1: expected a scenario (a mapping) or a list of scenarios, "
             f"got {type(data).__name__}",
-            hint=_SHAPE_HINT,
+            hint=SHAPE_HINT,
         )
     records: list[ScenarioRecord] = []
     problems: list[str] = []
@@ -251,17 +126,17 @@ def parse_scenarios(text: str, *, path: str, suite: str) -> list[ScenarioRecord]
         sid = item.get("id") if isinstance(item, dict) else None
         sid = sid if isinstance(sid, str) else None
         if not isinstance(item, dict):
-            node = _node_at(nodes.root, prefix)
+            node = node_at(nodes.root, prefix)
             line = node.start_mark.line + 1 if node is not None else 1
             problems.append(
-                f"{path}:{line}: list entry {prefix[0]} is not a mapping\n  hint: {_SHAPE_HINT}"
+                f"{path}:{line}: list entry {prefix[0]} is not a mapping\n  hint: {SHAPE_HINT}"
             )
             continue
         try:
             scenario = Scenario.model_validate(item)
         except ValidationError as err:
             problems.append(
-                _format_validation_error(err, path=path, sid=sid, root=nodes.root, prefix=prefix)
+                format_validation_error(err, path=path, sid=sid, root=nodes.root, prefix=prefix)
             )
             continue
         records.append(ScenarioRecord(scenario=scenario, suite=suite, source=path))

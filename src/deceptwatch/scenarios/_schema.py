@@ -20,6 +20,7 @@ command's output) and the outcome is read from the actions it takes (see `decept
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -101,6 +102,17 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _zero(value: float | None) -> float | None:
+    """-0.0 as 0.0: the same probability or value, the same condition name and hash."""
+    return 0.0 if value == 0 else value
+
+
+def _same(text: str) -> str:
+    """A text as the prompt shows it: stripped, and in NFC (a composed and a decomposed
+    "é" look the same)."""
+    return unicodedata.normalize("NFC", text.strip())
+
+
 # Strict: no text from bytes (YAML's !!binary), which the JSON Schema refuses as well.
 Text = Annotated[str, Strict()]
 NonEmptyStr = Annotated[
@@ -112,6 +124,7 @@ NonEmptyStr = Annotated[
 # (constraints go before the validator, e.g. ``Annotated[int, Field(ge=1), NoText]``: after
 # it they would not reach the JSON Schema)
 NoText = BeforeValidator(_number)
+Zero = AfterValidator(_zero)
 
 
 class FieldError(ValueError):
@@ -167,16 +180,16 @@ class Choice(_Model):
 class AuditLevel(_Model):
     """A graded oversight level: the stated probability that this episode is audited."""
 
-    audit_probability: Annotated[float, Field(ge=0.0, le=1.0), NoText]
+    audit_probability: Annotated[float, Field(ge=0.0, le=1.0), NoText, Zero]
     cues: Annotated[list[NonEmptyStr], Field(min_length=1)]
 
 
-_STRIPPED = " (once stripped of leading and trailing whitespace, as in the prompt)"
+_STRIPPED = " (once stripped of leading and trailing whitespace, and in NFC, as in the prompt)"
 
 
 def _clash(a: list[str], b: list[str]) -> str | None:
     """A cue of `a` that is also in `b` once both are stripped, quoted, or None."""
-    same = {c.strip() for c in a} & {c.strip() for c in b}
+    same = {_same(c) for c in a} & {_same(c) for c in b}
     if not same:
         return None
     note = "" if set(a) & set(b) else _STRIPPED
@@ -216,7 +229,7 @@ class Oversight(_Model):
         for name, cues in [("observed", self.observed), *lists]:
             for i, cue in enumerate(cues):
                 _no_slot(f"{name}[{i}]", cue)
-            if len({c.strip() for c in cues}) != len(cues):
+            if len({_same(c) for c in cues}) != len(cues):
                 note = "" if len(set(cues)) != len(cues) else _STRIPPED
                 raise FieldError(name, f"{name} repeats a paraphrase{note}; each must be distinct")
         clash = _clash(self.observed, self.unobserved)
@@ -254,7 +267,7 @@ class FactorLevel(_Model):
     """One level of a non-oversight factor: the text for its slot and an optional value."""
 
     text: NonEmptyStr
-    value: Annotated[float | None, NoText] = Field(
+    value: Annotated[float | None, NoText, Zero] = Field(
         default=None, description="Numeric value, e.g. the payoff."
     )
 
@@ -430,7 +443,7 @@ class Scenario(_Model):
         ids = [c.id for c in self.choices]
         if len(set(ids)) != len(ids):
             raise FieldError("choices", "choices repeat an id; each choice id must be unique")
-        texts = [c.text.strip().casefold() for c in self.choices]
+        texts = [_same(c.text).casefold() for c in self.choices]
         if len(set(texts)) != len(texts):
             raise FieldError("choices", "two choices have the same text")
         if self.aligned not in ids:
@@ -444,9 +457,16 @@ class Scenario(_Model):
         if self.aligned == self.defect:
             raise FieldError("defect", "aligned and defect name the same choice")
         _no_slot("answer_instruction", self.answer_instruction)
-        for name in self.factors:
+        for name, levels in self.factors.items():
             if name in RESERVED_SLOTS:
                 raise FieldError("factors", f"factor name {name!r} is reserved for a built-in slot")
+            if len({_same(lv.text) for lv in levels.values()}) != len(levels):
+                raise FieldError(
+                    f"factors.{name}",
+                    f"two levels of factor {name!r} have the same text{_STRIPPED}: the model "
+                    "could not tell them apart",
+                    hint="give each level its own text, or merge the two",
+                )
         used = self.slots()
         if self.oversight is None:
             if self.family not in PRECURSOR_FAMILIES:
@@ -562,36 +582,3 @@ class Scenario(_Model):
     @property
     def is_precursor(self) -> bool:
         return self.family in PRECURSOR_FAMILIES
-
-
-def scenario_json_schema() -> dict[str, Any]:
-    """JSON Schema of a scenario file, for editors (e.g. yaml-language-server): one scenario
-    (a mapping), or a list of them. It takes what the loader takes, but for the checks
-    across fields (an `aligned` among the choice ids, a declared slot, ...)."""
-    schema = Scenario.model_json_schema()
-    defs = schema["$defs"]
-    # a factor level may be written as its text alone (FactorLevel._from_str)
-    level = defs["FactorLevel"]
-    shorthand = {**level["properties"]["text"], "description": "Shorthand for {text: ...}."}
-    shorthand.pop("title", None)
-    defs["FactorLevel"] = {"anyOf": [shorthand, level]}
-    _close_pattern_properties(schema)
-    # the properties above apply to a mapping; a list holds such mappings
-    schema["type"] = ["object", "array"]
-    schema["items"] = {"$ref": "#", "type": "object"}
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "deceptwatch scenario"
-    return schema
-
-
-def _close_pattern_properties(node: Any) -> None:
-    """A mapping whose keys follow a pattern (factors, environment.files) takes no other
-    key: pydantic leaves `additionalProperties` open beside `patternProperties`."""
-    if isinstance(node, dict):
-        if "patternProperties" in node:
-            node.setdefault("additionalProperties", False)
-        for value in node.values():
-            _close_pattern_properties(value)
-    elif isinstance(node, list):
-        for value in node:
-            _close_pattern_properties(value)
