@@ -250,7 +250,7 @@ def monitor(
         bool,
         typer.Option(
             "--probes",
-            help="Score every trial of open-weight models with the generic contrast probe (calibrated on the run's placebo trials at 1% false positives), store the scores, and report flag rates and the ladder rung they reach.",
+            help="Score every trial of open-weight models with the generic contrast probe (calibrated on the run's placebo trials at 1% false positives; with fewer than 99, on its observed and placebo trials, as the report then says), store the scores, and report flag rates and the ladder rung they reach.",
         ),
     ] = False,
     probe: Annotated[
