@@ -3,8 +3,10 @@
 One trial per scenario × condition × cue paraphrase × factor combination × epoch. The trials
 that share everything but the condition form a **block**; its observed and unobserved trials
 are the **pair**. Within a block the choices are shown in one order, so that position bias
-cannot appear as an oversight gap. Across the blocks of a scenario the order is a cyclic
-rotation of a seeded permutation, so every choice sits in every position equally often.
+cannot appear as an oversight gap. Across the blocks of a factor combination the order is
+a cyclic rotation of a seeded permutation, by the block's place among them (epoch × cue
+paraphrases + cue index): every choice sits in every position equally often where those
+blocks are a multiple of the number of choices, and at most once more often otherwise.
 
 Blocks are yielded round-robin across scenarios (block 0 of every scenario, then block 1, ...),
 so that ``limit`` keeps a spread of scenarios, and lazily, so that a million trials never sit
