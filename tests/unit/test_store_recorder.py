@@ -55,12 +55,13 @@ def test_batches_commit_in_a_separate_process_that_ends_with_the_context(db_url:
             pid = _recorder_pid(store)
             assert pid != os.getpid()
             store.write_trials("r1", [_row(i) for i in range(4)])
-            store.write_trials("r1", [_row(0, "defect"), _row(4)])  # a repeat: replaced
+            # a repeat with another answer: the first one committed stays
+            store.write_trials("r1", [_row(0, "defect"), _row(4)])
             # committed when write_trials returns: a new handle sees every row
             with Store.open(db_url) as other:
                 assert other.run_counts("r1") == {
-                    "aligned": 4,
-                    "defect": 1,
+                    "aligned": 5,
+                    "defect": 0,
                     "other": 0,
                     "error": 0,
                     "done": 5,

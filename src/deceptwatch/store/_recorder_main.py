@@ -43,6 +43,17 @@ def _check(sql: str, rows: list[tuple[object, ...]]) -> None:
                 )
 
 
+def _encodable(value: object) -> object:
+    """`value` with any lone surrogate (which UTF-8 cannot encode) as U+FFFD."""
+    if type(value) is not str:
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
 def main(path: str, busy_timeout_ms: int) -> int:
     # Stopping is the parent's to decide: on Ctrl-C, SIGTERM or SIGHUP it commits the replies
     # it holds, through us, and then closes our stdin. A scheduler that signals every process
@@ -72,7 +83,10 @@ def main(path: str, busy_timeout_ms: int) -> int:
                 _check(sql, rows)
                 if not conn.in_transaction:
                     conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(sql, rows)
+                try:
+                    conn.executemany(sql, rows)
+                except UnicodeEncodeError:  # as `_rows.encodable`: lone surrogates as U+FFFD
+                    conn.executemany(sql, [tuple(map(_encodable, row)) for row in rows])
             except Exception as exc:
                 failed = exc
         elif kind in (b"C", b"A"):  # the end of a batch: commit it, or (A) drop it

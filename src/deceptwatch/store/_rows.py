@@ -152,14 +152,15 @@ def outcome_tuple(r: TrialRow, ts: str) -> tuple[Any, ...]:
 
 _STATEMENTS: dict[tuple[str, str, bool], str] = {}  # (dialect, table, replace) -> SQL
 
-# A trial's stored result is replaced by a new one unless that would put a failed call in
-# place of an answer: two monitors that share a run (they differ only in retries, say) write
-# the same trials, and the one whose call failed must not undo the other's answer. An error
-# is replaced by anything, so a resume's retry becomes the result. The two tables agree: an
-# outcome is `error` exactly when its response has an `error_kind`.
+# A trial's stored answer is never replaced: only a stored error is (by anything, so that a
+# resume's retry becomes the result). Two monitors that share a run (they differ only in
+# retries, say) write the same trials: the one whose call failed must not undo the other's
+# answer, and a second answer (a sampled reply differs from call to call) must not change
+# an outcome that findings were already computed from; the first one committed stays. The
+# two tables agree: an outcome is `error` exactly when its response has an `error_kind`.
 KEEP_ANSWER = {
-    "responses": "{t}.error_kind IS NOT NULL OR excluded.error_kind IS NULL",
-    "outcomes": "{t}.outcome = 'error' OR excluded.outcome <> 'error'",
+    "responses": "{t}.error_kind IS NOT NULL",
+    "outcomes": "{t}.outcome = 'error'",
 }
 
 
@@ -213,7 +214,28 @@ class FastInsert:
         if rows:
             if self.dialect.name == "postgresql":
                 rows = sorted(_without_nul(rows), key=_key_of(table))
-            conn.exec_driver_sql(self.sql(table, replace), rows)
+            try:
+                conn.exec_driver_sql(self.sql(table, replace), rows)
+            except UnicodeEncodeError:  # before the row went to the database: run them again
+                conn.exec_driver_sql(self.sql(table, replace), encodable(rows))
+
+
+def encodable(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`rows` with every lone surrogate (U+D800 to U+DFFF alone: a reply's JSON may hold
+    ``"\\ud83d"``, half an emoji) as U+FFFD, the replacement character. UTF-8 cannot encode
+    one, and the driver refused the whole batch, again on every resume of the same reply.
+    Rows whose statement already ran are run again: every statement here is idempotent.
+    (`_recorder_main` does the same in the writer process.)"""
+    return [tuple(encodable_text(v) if type(v) is str else v for v in row) for row in rows]
+
+
+def encodable_text(text: str) -> str:
+    """`text` with any lone surrogate as U+FFFD (see `encodable`)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _key_of(table: Table) -> Any:

@@ -7,7 +7,7 @@ queries) are those that the migrations produce; a test checks that the two agree
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -21,8 +21,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     text,
 )
+
+from deceptwatch._errors import InputError
 
 
 def _v1(metadata: MetaData) -> None:
@@ -209,6 +212,41 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "trials indexed by model alone", _migration_v3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def check_ours(conn: Connection, shown: str) -> None:
+    """Refuse (an input error) a database with another program's ``schema_migrations``
+    (other columns: Rails, golang-migrate, ... use that name too) or, without one, with
+    tables named as the store's: creating the missing tables beside them, and recording the
+    migrations as applied, would mix two programs' data, or break on their columns later.
+    `shown` is the store's URL without its password."""
+    names = set(inspect(conn).get_table_names())
+    if schema_migrations.name in names:
+        cols = {c["name"] for c in inspect(conn).get_columns(schema_migrations.name)}
+        if cols == set(schema_migrations.c.keys()):
+            return
+        why = f"its schema_migrations has the columns {', '.join(sorted(cols))}"
+    else:
+        clash = sorted(names & set(metadata.tables))
+        if not clash:
+            return
+        why = f"it holds tables named as the store's ({', '.join(clash[:5])})"
+    raise InputError(
+        f"{shown} is another program's database, not a deceptwatch store: {why}",
+        hint="give --db a deceptwatch store, a new file's path or an empty database",
+    )
+
+
+def check_not_newer(versions: Iterable[int]) -> None:
+    """Refuse a store that records a migration this deceptwatch does not know."""
+    newer = [v for v in versions if v > SCHEMA_VERSION]
+    if newer:
+        raise InputError(
+            f"the store has schema version {max(newer)}, newer than this deceptwatch "
+            f"({SCHEMA_VERSION})",
+            hint="upgrade deceptwatch",
+        )
+
 
 migrations_table_metadata = MetaData()
 schema_migrations = Table(

@@ -63,11 +63,13 @@ def foreign_tables(path: str) -> list[str]:
                     "AND name NOT LIKE 'sqlite_%'"
                 )
             ]
+            # Rails, golang-migrate and others name their table schema_migrations too
+            ours = {row[1] for row in conn.execute("PRAGMA table_info(schema_migrations)")}
         finally:
             conn.close()
     except sqlite3.Error:
         return []
-    return [] if "schema_migrations" in names else sorted(names)
+    return [] if ours == {"version", "name", "applied_at"} else sorted(names)
 
 
 def prepare_sqlite_file(database: str | None, query: Mapping[str, Any], shown: str) -> None:

@@ -8,6 +8,7 @@ inserted once, and a trial retried after an error replaces its error record.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from deceptwatch.store._rows import (
     KEEP_ANSWER,
     FastInsert,
     TrialRow,
+    encodable_text,
     outcome_dict,
     outcome_tuple,
     pg_text,
@@ -134,8 +136,10 @@ class Store:
             with self.engine.begin() as conn:
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(74201)"))
+                s.check_ours(conn, self.engine.url.render_as_string(hide_password=True))
                 s.migrations_table_metadata.create_all(conn, checkfirst=True)
                 done = set(conn.execute(select(s.schema_migrations.c.version)).scalars())
+                s.check_not_newer(done)  # before anything is written to it
                 for m in s.MIGRATIONS:
                     if m.version in done:
                         continue
@@ -146,7 +150,6 @@ class Store:
                         )
                     )
                     applied_now.append(m.version)
-                newer = [v for v in done if v > s.SCHEMA_VERSION]
         except DatabaseError as exc:  # OperationalError, or e.g. 'file is not a database'
             raise InputError(
                 f"cannot open the store at {self.engine.url.render_as_string(hide_password=True)}: "
@@ -156,12 +159,6 @@ class Store:
                 if self.dialect == "sqlite"
                 else "check --db (or $DECEPTWATCH_DB), and that the server is running",
             ) from None
-        if newer:
-            raise InputError(
-                f"the store has schema version {max(newer)}, newer than this deceptwatch "
-                f"({s.SCHEMA_VERSION})",
-                hint="upgrade deceptwatch",
-            )
         return applied_now
 
     def schema_versions(self) -> list[int]:
@@ -331,8 +328,8 @@ class Store:
     def write_trials(self, run_id: str, rows: Sequence[TrialRow]) -> None:
         """Write a batch of finished trials in one transaction.
 
-        Idempotent: a trial already stored keeps its trial row, and its response and
-        outcome are replaced (a retried error becomes the new result). On SQLite and
+        Idempotent: a trial already stored keeps its trial row and its answer; only a stored
+        error is replaced (a retry's result becomes it; see `KEEP_ANSWER`). On SQLite and
         PostgreSQL the rows go to the driver as tuples in one ``executemany`` per table
         (no per-row work in SQLAlchemy); other databases take the generic path.
         """
@@ -412,8 +409,9 @@ class Store:
     ) -> dict[str, int]:
         """Record the end of a run with counts taken from the store itself."""
         counts = self.run_counts(run_id)
-        if message is not None and self.dialect == "postgresql":
-            message = pg_text(message)  # it may quote an error reply
+        if message is not None:  # it may quote an error reply
+            message = encodable_text(message)
+            message = pg_text(message) if self.dialect == "postgresql" else message
         with self.engine.begin() as conn:
             conn.execute(
                 update(s.runs)
@@ -533,7 +531,12 @@ class Store:
                     conn,
                     s.probe_scores,
                     [
-                        {"probe_id": probe_id, "trial_id": tid, "score": sc, "created_at": ts}
+                        {
+                            "probe_id": probe_id,
+                            "trial_id": tid,
+                            "score": None if sc is None or math.isnan(sc) else sc,  # alike
+                            "created_at": ts,  # on SQLite, which stores NaN as NULL
+                        }
                         for tid, sc in scores[start : start + 10000]
                     ],
                     ["probe_id", "trial_id"],

@@ -42,7 +42,7 @@ def resolve_db_url(db: str | os.PathLike[str] | None) -> str:
             url = make_url(value)
         except (ArgumentError, ValueError):  # ValueError: e.g. a malformed IPv6 host
             raise InputError(
-                f"--db {value!r} is not a valid database URL",
+                f"--db {_masked(value)!r} is not a valid database URL",
                 hint="use a path, or a URL such as sqlite:///runs.db or "
                 "postgresql+psycopg://user@host:5432/name",
             ) from None
@@ -50,7 +50,7 @@ def resolve_db_url(db: str | os.PathLike[str] | None) -> str:
             url.host or url.database in (None, "", ":memory:")
         ):
             raise InputError(
-                f"--db {value!r} does not name a SQLite file",
+                f"--db {url.render_as_string(hide_password=True)!r} does not name a SQLite file",
                 hint="an in-memory store would lose every trial; give a file: sqlite:///runs.db "
                 "(three slashes, then the path) or just the path",
             )
@@ -61,3 +61,13 @@ def resolve_db_url(db: str | os.PathLike[str] | None) -> str:
             hint="give a file path, e.g. --db runs.db",
         )
     return f"sqlite:///{Path(value).expanduser()}"
+
+
+def _masked(value: str) -> str:
+    """A URL that SQLAlchemy cannot parse, for a message, with its password as ``***``: the
+    user information is what comes before the last ``@`` after the scheme."""
+    scheme, sep, rest = value.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return value
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
