@@ -143,6 +143,16 @@ def test_a_nan_score_of_a_second_scorer_is_kept_as_text(tmp_path: Path) -> None:
     # outcomes from the NaN scorer itself are `other`, never aligned
     again = _doc(_run(str(log), "--db", str(tmp_path / "j.db"), "--scorer", "judge", "--json"))
     assert again["outcomes"] == {"aligned": 0, "defect": 0, "other": 6, "error": 0}
+    # Into the store that holds the choice scorer's outcomes, the judge's would change
+    # nothing (a stored answer stays, and trial ids do not name the scorer), while the
+    # report gave them: refused before any write. The same scorer again stores nothing new.
+    result = _run(str(log), "--db", str(db), "--scorer", "judge")
+    assert result.exit_code == 2, result.output
+    assert "imported with the scorer 'choice'" in _said(result)
+    assert "nothing was imported" in _said(result)
+    same = _doc(_run(str(log), "--db", str(db), "--scorer", "choice", "--json"))
+    assert same["outcomes"] == {"aligned": 3, "defect": 3, "other": 0, "error": 0}
+    assert same["new_trials"] == 0
 
 
 # ------------------------------------------------------------ incomplete runs (issue 2)

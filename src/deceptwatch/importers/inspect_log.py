@@ -397,6 +397,25 @@ def _log_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
+def _check_same_scorer(store: Any, path: Path, run_id: str, scorer: str | None) -> None:
+    """Refuse to import again, with another scorer, a log already in the store: a trial's
+    id names the log's sample and epoch, not the scorer, and a stored answer is never
+    replaced, so the trials would keep the first scorer's outcomes while the report gave
+    the second's."""
+    prior = store.run(run_id)
+    if prior is None:
+        return
+    before = json.loads(prior["config_json"]).get("scorer")
+    if before != scorer:
+        raise InputError(
+            f"{path}: this log is already in the store, imported with the scorer {before!r}; "
+            f"its trials keep that scorer's outcomes, so importing it with {scorer!r} would "
+            "change nothing; nothing was imported",
+            hint=f"import it with --scorer {before} again, or give another --db for the "
+            f"{scorer!r} outcomes",
+        )
+
+
 def import_inspect_logs(
     paths: Sequence[str | Path], db: str | None, *, scorer: str | None = None
 ) -> list[LogReport]:
@@ -412,6 +431,8 @@ def import_inspect_logs(
     reports = []
     store = Store.open(db)
     try:
+        for f, run_id, model, *_ in parsed:  # before any write
+            _check_same_scorer(store, f, run_id, model["config"]["scorer"])
         for f, run_id, model, rows, (expected, incomplete), unpaired in parsed:
             ids = [r.trial_id for r in rows]
             before = _stored(store, ids)
