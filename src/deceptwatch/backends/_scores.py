@@ -3,9 +3,12 @@ log-likelihoods a local backend has computed, kept for the run's later epochs.
 
 A choice trial's scores depend only on the weights, the prompt's tokens and the option labels
 (the backend's answer format fixed): not on the epoch or the trial's seed, which only pick
-among the options when the temperature is above 0. Each epoch of a run poses the same prompts
-again, so the backend keeps what it computed, by a hash of the prompt's tokens and the labels,
-and scores a prompt once per run rather than once per epoch.
+among the options when the temperature is above 0 (up to the last bits: the size and padding
+of the batch a prompt runs in change the float arithmetic, by up to about 1e-5 in a
+log-likelihood on the organisms; so a tie within that can go either way, and keeping the
+first epoch's scores also keeps the later epochs exactly on them). Each epoch of a run poses
+the same prompts again, so the backend keeps what it computed, by a hash of the prompt's
+tokens and the labels, and scores a prompt once per run rather than once per epoch.
 """
 
 from __future__ import annotations
