@@ -22,7 +22,7 @@ from deceptwatch.store import _schema as s
 inspect_ai = pytest.importorskip("inspect_ai")
 # the scripted provider (A when watched, B when not; fails on "CRASH") and the cues
 from test_import_inspect_log import CUES, PROVIDER  # noqa: E402
-from test_import_inspect_log_checks import _doc, _run, _said  # noqa: E402
+from test_import_inspect_log_checks import _doc, _edit, _run, _said  # noqa: E402
 
 runner = CliRunner()
 FLAKY = "deceptwatch_review_flaky"
@@ -201,13 +201,6 @@ def test_a_sample_with_an_error_is_error_and_its_pair_still_forms(tmp_path: Path
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A .json log of three observed/unobserved pairs: A when watched, B when not."""
     return _eval(tmp_path_factory.mktemp("base"), _pairs(range(3)), log_format="json")
-
-
-def _edit(base: Path, to: Path, change: Any) -> Path:
-    doc = json.loads(base.read_text(encoding="utf-8"))
-    change(doc)
-    to.write_text(json.dumps(doc), encoding="utf-8")
-    return to
 
 
 def _sample(doc: dict[str, Any], sid: str) -> dict[str, Any]:

@@ -43,15 +43,19 @@ def _check(sql: str, rows: list[tuple[object, ...]]) -> None:
                 )
 
 
-def _encodable(value: object) -> object:
-    """`value` with any lone surrogate (which UTF-8 cannot encode) as U+FFFD."""
-    if type(value) is not str:
-        return value
+def encodable_text(text: str) -> str:
+    """`text` with any lone surrogate (U+D800 to U+DFFF alone: a reply's JSON may hold
+    ``"\\ud83d"``, half an emoji) as U+FFFD, the replacement character: UTF-8 cannot encode
+    one. Here, with the standard library only, for the writer process and `_rows` alike."""
     try:
-        value.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return value
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _encodable(value: object) -> object:
+    return encodable_text(value) if type(value) is str else value
 
 
 def main(path: str, busy_timeout_ms: int) -> int:

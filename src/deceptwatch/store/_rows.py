@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
+from deceptwatch.store._recorder_main import encodable_text
+
 
 @dataclass(slots=True)
 class TrialRow:
@@ -227,15 +229,6 @@ def encodable(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     Rows whose statement already ran are run again: every statement here is idempotent.
     (`_recorder_main` does the same in the writer process.)"""
     return [tuple(encodable_text(v) if type(v) is str else v for v in row) for row in rows]
-
-
-def encodable_text(text: str) -> str:
-    """`text` with any lone surrogate as U+FFFD (see `encodable`)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
 
 
 def _key_of(table: Table) -> Any:

@@ -25,12 +25,12 @@ from deceptwatch._ids import canonical_json, content_hash
 from deceptwatch.store import _schema as s
 from deceptwatch.store._planner import PlannerStatistics
 from deceptwatch.store._recorder import Recorder, recorder_path
+from deceptwatch.store._recorder_main import encodable_text
 from deceptwatch.store._retry import BUSY_TIMEOUT_S, retry_conflicts, writable
 from deceptwatch.store._rows import (
     KEEP_ANSWER,
     FastInsert,
     TrialRow,
-    encodable_text,
     outcome_dict,
     outcome_tuple,
     pg_text,
