@@ -35,9 +35,10 @@ def _recs(minimal_yaml: str) -> list[ScenarioRecord]:
     ]
 
 
-def _run(
+def _begin(
     store: Store, records: Sequence[ScenarioRecord], backend: Backend, config: RunnerConfig
-) -> tuple[str, ModelRun]:
+) -> str:
+    """Record the run's start in `store`, as `monitor` does; its id."""
     run_id = run_id_for(records, [backend], config)
     store.begin_run(
         run_id,
@@ -46,6 +47,13 @@ def _run(
         scenarios=records,
         n_trials=count_trials(records, epochs=config.epochs),
     )
+    return run_id
+
+
+def _run(
+    store: Store, records: Sequence[ScenarioRecord], backend: Backend, config: RunnerConfig
+) -> tuple[str, ModelRun]:
+    run_id = _begin(store, records, backend, config)
     [result] = asyncio.run(
         run_trials(
             run_id=run_id,

@@ -1,9 +1,12 @@
-"""A backend's reply checked before it is scored and stored.
+"""A backend's reply checked before it is scored and stored (and, at the end, what the
+runner makes of a failed call: its message, and how long the server asks to wait).
 
 A backend of a user's own (``@backend(NAME)``) may return a plain string, a reply whose text
 is None, or numpy numbers among its option probabilities. Each of these used to stop the
 whole run with a TypeError; now the trial is an `error` (never aligned) that says what the
-backend returned, and numpy numbers are taken as the Python numbers they stand for.
+backend returned, and numpy numbers are taken as the Python numbers they stand for. Numpy
+strings (a label picked from a numpy array) are taken as plain text: the store refused them,
+and the run stopped on its first batch.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ def _bad(what: str) -> BackendError:
     )
 
 
+def _plain(text: str) -> str:
+    """`text` as a plain str (a numpy string, or any str subclass, is copied)."""
+    return text if type(text) is str else str.__str__(text)
+
+
 def _probs(value: Any) -> dict[str, float]:
     if not isinstance(value, Mapping):
         raise _bad(f"choice_probs of type {type(value).__name__}")
@@ -39,7 +47,7 @@ def _probs(value: Any) -> dict[str, float]:
         p = float(v)
         if not math.isfinite(p):  # not JSON, and no probability
             raise _bad(f"a choice_probs entry {k!r}: {v!r}")
-        out[k] = p
+        out[_plain(k)] = p
     return out
 
 
@@ -50,13 +58,14 @@ def _usage(value: Any) -> dict[str, int]:
     for k, v in value.items():
         if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise _bad(f"a usage entry {k!r}: {v!r}")
-        out[k] = int(v)
+        out[_plain(k)] = int(v)
     return out
 
 
-def _optional_text(name: str, value: Any) -> None:
+def _optional_text(name: str, value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise _bad(f"{name} of type {type(value).__name__}")
+    return None if value is None else _plain(value)
 
 
 def checked_reply(reply: Any) -> GenerateResponse:
@@ -77,8 +86,47 @@ def checked_reply(reply: Any) -> GenerateResponse:
         raise _bad(f"a {type(reply).__name__} ({shown}), not a GenerateResponse")
     if not isinstance(reply.text, str):
         raise _bad(f"text of type {type(reply.text).__name__}")
-    _optional_text("raw", reply.raw)
-    _optional_text("model", reply.model)
+    raw = _optional_text("raw", reply.raw)
+    model = _optional_text("model", reply.model)
     probs = None if reply.choice_probs is None else _probs(reply.choice_probs)
     usage = None if reply.usage is None else _usage(reply.usage)
-    return replace(reply, choice_probs=probs, usage=usage)
+    return replace(
+        reply, text=_plain(reply.text), raw=raw, model=model, choice_probs=probs, usage=usage
+    )
+
+
+# What the runner makes of a failed call
+
+
+def named(exc: BaseException) -> str:
+    """``TimeoutError`` or ``TimeoutError: its message``."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def retry_seconds(value: Any) -> float | None:
+    """A `retry_after` as seconds: a number, or a number as text, as a backend of one's
+    own may pass on a ``Retry-After`` header ("30"); None for anything else (an HTTP date,
+    nan), which leaves the backoff as it is."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    seconds = float(value)
+    return None if math.isnan(seconds) else seconds
+
+
+def waits_too_long(error: BackendError, wait: float, limit: float) -> BackendError:
+    """`error`, for a server that asks to be called again only after `wait` seconds, more
+    than `limit`: the call fails now (still retryable: a later run tries the trial again)."""
+    return BackendError(
+        f"{error.message} (the server asks to wait {wait:g}s before trying "
+        f"again, more than {limit:g}s: not tried again in this run)",
+        kind=error.kind,
+        retryable=error.retryable,
+        retry_after=wait,
+        raw=error.raw,
+    )

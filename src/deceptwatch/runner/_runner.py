@@ -40,7 +40,7 @@ from deceptwatch.backends import Backend, GenerateRequest, GenerateResponse, Gen
 from deceptwatch.envs._episode import run_episode
 from deceptwatch.runner._gc import fewer_collections
 from deceptwatch.runner._pipeline import GroupWriter, TrialSource
-from deceptwatch.runner._reply import checked_reply
+from deceptwatch.runner._reply import checked_reply, named, retry_seconds, waits_too_long
 from deceptwatch.scenarios import ScenarioRecord, Trial, expand
 from deceptwatch.scoring import ERROR, Scored, score_choice
 from deceptwatch.store import Store, TrialRow, model_id
@@ -393,15 +393,26 @@ class _Run:
                 return checked_reply(await self.backend.generate(request)), None, attempt + 1
             except BackendError as exc:
                 last = exc
-            except asyncio.CancelledError:
-                if not deadlines.timed_out(task):
+            except asyncio.CancelledError as exc:
+                if deadlines.timed_out(task):
+                    last = BackendError(
+                        f"no reply within {self.attempt_timeout:g}s",
+                        kind="timeout",
+                        retryable=True,
+                    )
+                elif task.cancelling():  # the run is cancelled (Ctrl-C): not this trial's
                     raise
+                else:  # nobody cancelled the worker: the backend's own (an inner task's)
+                    last = BackendError(
+                        f"{named(exc)} raised by the backend, which nothing had cancelled",
+                        kind="exception",
+                        retryable=False,
+                    )
+            except TimeoutError as exc:  # a backend's own time limit, not the runner's
                 last = BackendError(
-                    f"no reply within {self.attempt_timeout:g}s", kind="timeout", retryable=True
-                )
-            except TimeoutError:  # a backend's own time limit
-                last = BackendError(
-                    f"no reply within {self.attempt_timeout:g}s", kind="timeout", retryable=True
+                    f"no reply within the backend's own time limit ({named(exc)})",
+                    kind="timeout",
+                    retryable=True,
                 )
             except Exception as exc:  # a bug in a backend must not lose the trial
                 last = BackendError(
@@ -413,10 +424,11 @@ class _Run:
                 return None, last, attempt + 1
             jitter = jitter or random.Random(trial.backend_seed + attempt)
             delay = min(cfg.retry_cap, cfg.retry_base * 2**attempt) * (0.5 + 0.5 * jitter.random())
-            if last.retry_after is not None:
-                if last.retry_after > cfg.retry_after_limit:
-                    return None, _waits_too_long(last, cfg.retry_after_limit), attempt + 1
-                delay = max(delay, last.retry_after)
+            wait = retry_seconds(last.retry_after)
+            if wait is not None:
+                if wait > cfg.retry_after_limit:
+                    return None, waits_too_long(last, wait, cfg.retry_after_limit), attempt + 1
+                delay = max(delay, wait)
             # Woken early when the run stops: then no further attempt is sent.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
@@ -490,9 +502,17 @@ class _Run:
             writing = asyncio.create_task(self.writer.run())
             watchdog = asyncio.create_task(self.deadlines.watch())
             try:
-                workers = [asyncio.create_task(self.work()) for _ in range(self.workers())]
-                producer = asyncio.create_task(self.source.produce())
-                await asyncio.gather(producer, *workers)
+                tasks = [asyncio.create_task(self.work()) for _ in range(self.workers())]
+                tasks.append(asyncio.create_task(self.source.produce()))
+                try:
+                    await asyncio.gather(*tasks)
+                except BaseException:
+                    # gather leaves the other workers running: they would go on calling
+                    # the model after the run has ended, with nothing to record their work
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise
             finally:
                 watchdog.cancel()
                 self.writer.close()
@@ -513,19 +533,6 @@ class _Run:
             error_examples=dict(self.error_examples),
             permanent_errors=self.permanent_errors,
         )
-
-
-def _waits_too_long(error: BackendError, limit: float) -> BackendError:
-    """`error`, for a server that asks to be called again only after more than `limit`
-    seconds: the call fails now (still retryable: a later run tries the trial again)."""
-    return BackendError(
-        f"{error.message} (the server asks to wait {error.retry_after:g}s before trying "
-        f"again, more than {limit:g}s: not tried again in this run)",
-        kind=error.kind,
-        retryable=error.retryable,
-        retry_after=error.retry_after,
-        raw=error.raw,
-    )
 
 
 async def run_trials(
