@@ -23,9 +23,14 @@ REPLY = b'{"model": "m", "choices": [{"message": {"content": "(A)"}}]}'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
+def _app(handler: Handler) -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handler)
+    return app
+
+
+async def _serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    """`app` served on 127.0.0.1: its runner and base URL."""
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -34,15 +39,27 @@ async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/v1"
 
 
-async def ask(handler: Handler, **options: str) -> Any:
+async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
+    return await _serve_app(_app(handler))
+
+
+async def ask(handler: Handler, config: GenerationConfig | None = None, **options: str) -> Any:
     """One call of an openai backend with `options` to a loopback server run by `handler`:
     its reply, or the error it raised."""
-    runner, url = await _serve(handler)
+    return await ask_app(_app(handler), config, **options)
+
+
+async def ask_app(
+    app: web.Application, config: GenerationConfig | None = None, **options: str
+) -> Any:
+    """One call of an openai backend with `options` (and generation `config`) to `app`,
+    served on 127.0.0.1: its reply, or the error it raised."""
+    runner, url = await _serve_app(app)
     backend = get_backend("openai:m", {"base_url": url, **options})
     request = GenerateRequest(
         messages=[{"role": "user", "content": "hi"}],
         choices=[],
-        config=GenerationConfig(),
+        config=config or GenerationConfig(),
         seed=1,
         trial_id="t",
     )

@@ -9,8 +9,12 @@ httpx manages a few hundred.
 This module makes one attempt per call. It classifies failures for the runner, which owns
 retries: 429 (but for a used-up quota, ``insufficient_quota``), 408, 409 and 5xx are
 retryable and carry the server's ``Retry-After``; connection errors, timeouts, truncated
-bodies, malformed JSON and empty ``choices`` are retryable; other 4xx are not. The API key
-is sent in a header and never recorded.
+bodies, malformed JSON, empty ``choices`` and a 200 that reports a failed generation
+(OpenRouter's ``finish_reason: "error"``: the text before it is not scored) are retryable;
+other 4xx are not; nor are TLS failures (an untrusted certificate, https to a plain-HTTP
+server) and a proxy's 407. A failed call that the server redirected says where to (a 301 or
+302 turns the POST into a GET; the key is not sent to another origin). The API key is sent
+in a header and never recorded.
 
 Options: ``base_url``, ``api_key``, ``timeout`` (seconds, 60), ``max_connections``,
 ``max_reply_mb`` (64: a longer reply is a ``too_large`` error), ``send_seed`` (``true``),
@@ -24,6 +28,7 @@ for a server whose chat template refuses a system role), ``organization`` and ``
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import json
 import math
@@ -44,10 +49,23 @@ from deceptwatch.backends._base import (
     GenerationConfig,
 )
 from deceptwatch.backends._chat import MERGE_ADVICE, merge_system, system_option
-from deceptwatch.backends._openai_secrets import api_key, check_base_url, key_pattern, redact_url
+from deceptwatch.backends._openai_reply import (
+    cut_off_reasoning,
+    error_message,
+    failed_generation,
+    split_chunks,
+)
+from deceptwatch.backends._openai_secrets import (
+    api_key,
+    check_base_url,
+    key_pattern,
+    redact_url,
+    request_headers,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+_PLAIN = ("", "identity")  # Content-Encodings whose Content-Length is the body's own
 _KNOWN_OPTIONS = frozenset(
     {
         "base_url",
@@ -106,6 +124,8 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000" (formatdate's default): UTC, not local time
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - time.time())
 
 
@@ -119,23 +139,6 @@ def _named(field: str, message: str) -> bool:
     """Whether a server's error message names the request field `field` (quoted, as
     OpenAI, vLLM and pydantic-based servers quote it, or as a bare word)."""
     return re.search(rf"(?<![\w.-]){field}(?![\w-])", message) is not None
-
-
-def _error_message(body: str) -> str:
-    try:
-        data = json.loads(body)
-        if isinstance(data, list) and data:  # Google's APIs wrap the error in a list
-            data = data[0]
-        err = data.get("error") if isinstance(data, dict) else None
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return str(err["message"])[:300]
-        if isinstance(err, str):
-            return err[:300]
-        if isinstance(data, dict) and isinstance(data.get("message"), str):
-            return str(data["message"])[:300]  # older vLLM, MLC LLM: no "error" key
-    except (ValueError, AttributeError):
-        pass
-    return body[:200]
 
 
 class OpenAIBackend(BaseBackend):
@@ -158,6 +161,7 @@ class OpenAIBackend(BaseBackend):
                 hint=f"known options: {', '.join(sorted(_KNOWN_OPTIONS))}; {SCOPE_HINT}",
             )
         base = opts.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        base = base.strip()  # a "\r" from a .env file saved on Windows: one endpoint, one id
         self._api_key = api_key(opts)
         check_base_url(base, bool(self._api_key))
         self.base_url = base.rstrip("/")
@@ -239,7 +243,7 @@ class OpenAIBackend(BaseBackend):
 
             connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
             self._endpoint = yarl.URL(self._url)  # parsed once, not per request
-            headers, self._request_headers, self._proxy, self._proxy_headers = _headers(
+            headers, self._request_headers, self._proxy, self._proxy_headers = request_headers(
                 self._endpoint, self._api_key, self._identity
             )
             # No aiohttp timeout: it would schedule and cancel a timer per request. The
@@ -292,6 +296,9 @@ class OpenAIBackend(BaseBackend):
         # default (1) value is supported."
         if refused and _named("temperature", lowered):
             return " (if the model takes only its default temperature, pass --temperature 1)"
+        asked = self._head_for is not None and self._head_for.logprobs
+        if refused and asked and (_named("logprobs", lowered) or _named("top_logprobs", lowered)):
+            return " (run without --logprobs)"
         if refused and self.send_seed and _named("seed", lowered):
             return " (pass -o send_seed=false: the server does not take a seed)"
         if self.system == "keep" and "system" in lowered:
@@ -343,12 +350,17 @@ class OpenAIBackend(BaseBackend):
                 proxy_headers=self._proxy_headers,
             ) as resp:
                 length = resp.content_length
-                if length is not None and length <= self._max_reply:
+                # A compressed body's Content-Length counts its compressed bytes, not the
+                # ones it decompresses to (and keeps in memory): read it as one of unknown
+                # length.
+                encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+                if length is not None and length <= self._max_reply and encoding in _PLAIN:
                     raw_bytes = await resp.read()
                 else:  # too long, or of unknown length: read no more than the cap
                     raw_bytes = await self._read_capped(resp)
                 status = resp.status
                 headers = resp.headers
+                moved = self._redirect_note(resp) if resp.history else ""
         except asyncio.CancelledError:
             if not deadlines.timed_out(task):
                 raise
@@ -367,6 +379,20 @@ class OpenAIBackend(BaseBackend):
             raise BackendError(
                 f"truncated reply: {exc}", kind="truncated", retryable=True
             ) from None
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise BackendError(
+                f"cannot connect to the proxy {redact_url(str(self._proxy))} (for "
+                f"{self.public_url}): {exc.os_error.strerror or exc}",
+                kind="connection",
+                retryable=True,
+            ) from None
+        except aiohttp.ClientSSLError as exc:  # retrying does not change a certificate
+            raise BackendError(
+                f"cannot connect to {self.public_url} over TLS: {exc.os_error.strerror or exc}"
+                f"{self._tls_advice(exc)}",
+                kind="tls",
+                retryable=False,
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             raise BackendError(
                 f"cannot connect to {self.public_url}: {exc.os_error.strerror or exc}",
@@ -377,6 +403,8 @@ class OpenAIBackend(BaseBackend):
             raise BackendError(
                 f"connection to {self.public_url} lost: {exc}", kind="connection", retryable=True
             ) from None
+        except aiohttp.ClientHttpProxyError as exc:  # the CONNECT of an https call refused
+            raise self._proxy_refused(exc.status, exc.message) from None
         except aiohttp.ClientError as exc:
             raise BackendError(
                 f"HTTP client error: {exc}", kind="client_error", retryable=True
@@ -386,13 +414,15 @@ class OpenAIBackend(BaseBackend):
         # A server or proxy may echo the Authorization header (e.g. in a 401 or 500 body):
         # nothing derived from a reply may carry the key into the store, report or logs.
         raw = self._redact(raw_bytes.decode("utf-8", errors="replace"))
+        if status == 407 and self._proxy is not None:
+            raise self._proxy_refused(status, error_message(raw), raw)
         if status != 200:
             # A 429 for an exhausted quota (OpenAI's "insufficient_quota") does not pass
             # with time, as a rate limit does: retrying it only delays the stop.
             spent = status == 429 and "insufficient_quota" in raw
             retryable = (status in RETRYABLE_STATUS or status >= 500) and not spent
-            said = self._redact(_error_message(raw))  # decoded: escapes undone
-            advice = self._advice(status, said, retryable)
+            said = self._redact(error_message(raw))  # decoded: escapes undone
+            advice = moved or self._advice(status, said, retryable)
             raise BackendError(
                 f"HTTP {status} from {self.public_url}: {said}{advice}",
                 kind=f"http_{status}",
@@ -403,37 +433,110 @@ class OpenAIBackend(BaseBackend):
         try:
             data = json.loads(raw)
         except ValueError:
+            kind = headers.get("Content-Type", "no Content-Type").partition(";")[0]
+            shown = repr(" ".join(raw[:120].split())) if raw.strip() else "an empty body"
             raise BackendError(
-                "reply is not valid JSON", kind="malformed_json", retryable=True, raw=raw
+                f"reply is not valid JSON ({kind}: {shown}){moved}",
+                kind="malformed_json",
+                retryable=True,
+                raw=raw,
             ) from None
         if not isinstance(data, dict):
             raise BackendError(
-                "reply is not a JSON object", kind="malformed_json", retryable=True, raw=raw
+                f"reply is not a JSON object{moved}", kind="malformed_json", retryable=True, raw=raw
             )
         choices = data.get("choices")
+        first: dict[str, Any] = (
+            choices[0]
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict)
+            else {}
+        )
+        failed = failed_generation(data, first)
+        if failed is not None:
+            raise BackendError(
+                f"the server answered 200 but reports that the generation failed: "
+                f"{self._redact(failed)}",
+                kind="generation_error",
+                retryable=True,
+                raw=raw,
+            )
         if not isinstance(choices, list) or not choices:
             raise BackendError(
                 "reply has no choices", kind="empty_choices", retryable=True, raw=raw
             )
-        first: dict[str, Any] = choices[0] if isinstance(choices[0], dict) else {}
         found = first.get("message")
         message: dict[str, Any] = found if isinstance(found, dict) else {}
         content = message.get("content")
         thought = ""
         if isinstance(content, list):  # chunks: Mistral's reasoning models (Magistral)
-            content, thought = _chunks(content)
+            content, thought = split_chunks(content)
         if not isinstance(content, str):
             refusal = message.get("refusal")
             content = refusal if isinstance(refusal, str) else ""
         if not content.strip() and first.get("finish_reason") == "length":
-            content = _cut_off_reasoning(message, thought) or content
+            content = cut_off_reasoning(message, thought) or content
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         model = data.get("model")
         return GenerateResponse(
             text=self._redact(content),  # decoded: escapes undone
             raw=raw,
             model=self._redact(model) if isinstance(model, str) else None,
-            usage={k: v for k, v in usage.items() if isinstance(v, int)} if usage else None,
+            usage={k: v for k, v in usage.items() if type(v) is int} if usage else None,
+        )
+
+    def _proxy_refused(self, status: int, said: str, raw: str | None = None) -> BackendError:
+        """The error for a proxy's refusal of a call (its 407 asks for credentials)."""
+        proxy = redact_url(str(self._proxy))
+        advice = ""
+        if status == 407:
+            variable = "HTTPS_PROXY" if self._endpoint.scheme == "https" else "HTTP_PROXY"
+            advice = (
+                " (the proxy asks for credentials, or refuses those given: they go in its "
+                f"URL, {variable}=http://USER:PASSWORD@{proxy.partition('://')[2]})"
+            )
+        return BackendError(
+            f"the proxy {proxy} refused the call to {self.public_url}: HTTP {status} "
+            f"{said}".rstrip()
+            + advice,
+            kind=f"proxy_{status}",
+            retryable=status in RETRYABLE_STATUS or status >= 500,
+            raw=raw,
+        )
+
+    def _tls_advice(self, exc: Exception) -> str:
+        import aiohttp
+
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return (
+                " (if the server's certificate is signed by a CA of your own, give the CA's "
+                "PEM file as SSL_CERT_FILE=/path/to/ca.pem)"
+            )
+        if "WRONG_VERSION_NUMBER" in str(exc):
+            plain = "http://" + self.public_url.removeprefix("https://")
+            return f" (the server may speak plain HTTP: try -o base_url={plain})"
+        return ""
+
+    def _redirect_note(self, resp: Any) -> str:
+        """What a failed call that the server redirected should say: where to, what the
+        redirect did to the call, and the base URL to pass instead."""
+        # without its query, which may carry a sign-in page's tokens
+        final = self._redact(redact_url(str(resp.url.with_query(None).with_fragment(None))))
+        path = resp.url.path.rstrip("/")
+        changed = []
+        to_get = [r.status for r in resp.history if r.status in (301, 302, 303)]
+        if to_get:
+            changed.append(f"a {to_get[0]} turns the POST into a GET")
+        if self._api_key and resp.url.origin() != self._endpoint.origin():
+            changed.append("the API key is not sent on to another host, port or scheme")
+        if path.endswith("/chat/completions"):
+            base = final.rstrip("/").removesuffix("/chat/completions")
+            fix = f"pass -o base_url={base}"
+        else:
+            fix = "pass the server's own base URL as -o base_url"
+        return (
+            f" (the server redirected the call to {final}"
+            + "".join(f"; {c}" for c in changed)
+            + f": {fix})"
         )
 
     async def _read_capped(self, resp: Any) -> bytes:
@@ -463,74 +566,6 @@ class OpenAIBackend(BaseBackend):
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _headers(
-    url: Any, api_key: str, identity: Mapping[str, str]
-) -> tuple[dict[str, str], dict[str, str] | None, Any, dict[str, str] | None]:
-    """The session's headers, each request's own (or None), the proxy (or None) and the
-    CONNECT's headers (or None), for calls to `url`.
-
-    The proxy is the one the environment gives for `url`, as aiohttp's ``trust_env`` reads
-    it (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``; credentials from the proxy's URL or
-    ``~/.netrc``), read once per session where ``trust_env`` reads it per request.
-
-    Through a proxy the API key (and the `identity` headers: the organization and project
-    billed) goes in each request's headers, not the session's: aiohttp merges the session's
-    headers into the proxy's and sends an Authorization among them as Proxy-Authorization,
-    so the key would reach the proxy (in the CONNECT of an HTTPS call).
-    The proxy's credentials go in the CONNECT of an HTTPS call (the request itself travels
-    encrypted past the proxy), and in the request of a plain-HTTP one (which the proxy reads).
-    """
-    from aiohttp.helpers import get_env_proxy_for_url
-
-    session = {"Content-Type": "application/json"}
-    key = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    key.update(identity)
-    try:
-        proxy, auth = get_env_proxy_for_url(url)
-    except LookupError:  # no proxy for this URL
-        return {**session, **key}, None, None, None
-    if auth is None:
-        return session, key or None, proxy, None
-    credentials = {"Proxy-Authorization": auth.encode()}
-    if url.scheme == "https":
-        return session, key or None, proxy, credentials
-    return session, {**key, **credentials}, proxy, None
-
-
-def _chunks(parts: list[Any]) -> tuple[str | None, str]:
-    """The answer (None when no part is text) and the reasoning of a reply whose content is
-    a list of chunks, as Mistral's reasoning models send it: the answer is the text of its
-    ``{"type": "text", "text": ...}`` parts, the reasoning that of its
-    ``{"type": "thinking", "thinking": [text chunks]}`` parts."""
-    answer: list[str] = []
-    thought: list[str] = []
-    for part in parts:
-        if not isinstance(part, Mapping):
-            continue
-        if part.get("type") in ("text", "output_text") and isinstance(part.get("text"), str):
-            answer.append(part["text"])
-        elif part.get("type") == "thinking":
-            inner = part.get("thinking")
-            for chunk in inner if isinstance(inner, list) else [inner]:
-                text = chunk.get("text") if isinstance(chunk, Mapping) else chunk
-                if isinstance(text, str):
-                    thought.append(text)
-    return ("".join(answer) if answer else None), "".join(thought)
-
-
-def _cut_off_reasoning(message: Mapping[str, Any], thought: str = "") -> str | None:
-    """A reply that the token limit cut off inside its reasoning, from a server that
-    returns reasoning apart from the answer (``reasoning_content`` from vLLM's reasoning
-    parsers and DeepSeek's API, ``reasoning`` from OpenRouter and newer vLLM, `thought`
-    from thinking chunks), as its text reads from a server that does not: an unclosed
-    ``<think>`` block. Scoring then calls it cut off (`other`, ``unfinished_reasoning``),
-    not empty; the raw reply keeps both."""
-    for value in (message.get("reasoning_content"), message.get("reasoning"), thought):
-        if isinstance(value, str) and value.strip():
-            return f"<think>\n{value}"
-    return None
 
 
 def create(spec: str, options: Mapping[str, str]) -> OpenAIBackend:

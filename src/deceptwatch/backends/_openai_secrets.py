@@ -1,12 +1,14 @@
 """The ``openai:`` backend's secrets and base URL: the API key read and checked, the base URL
-checked before anything is written, and both kept out of everything a reply leaves behind
-(the key in any JSON escape of it, user info in a URL)."""
+checked before anything is written, both kept out of everything a reply leaves behind (the
+key in any JSON escape of it, user info in a URL), and the headers that carry the key kept
+from a proxy."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from deceptwatch._errors import InputError
@@ -48,8 +50,20 @@ def check_base_url(base: str, has_key: bool) -> None:
         raise InputError(
             f"base_url {redact_url(base)!r} has a query or fragment (?...): /chat/completions "
             "is appended to the path, which cannot follow a query",
-            hint="give the URL without the ?...; a server that needs a query parameter (such "
-            "as Azure's api-version) is not supported by the openai backend",
+            hint="give the URL without the ?...; a server that needs a query parameter is not "
+            "supported by the openai backend, but Azure OpenAI's v1 API needs no api-version: "
+            f"-o base_url={_azure_v1(parts.hostname or '')} (its key as api_key, "
+            "the deployment as the model)",
+        )
+    path = parts.path.rstrip("/")
+    if path.endswith("/chat/completions"):  # copied from a curl example of the endpoint
+        root = redact_url(
+            urlunsplit((parts.scheme, parts.netloc, path.removesuffix("/chat/completions"), "", ""))
+        )
+        raise InputError(
+            f"base_url {redact_url(base)!r} ends in /chat/completions, which the "
+            "openai backend appends to the base URL itself",
+            hint=f"give the base URL without the endpoint: -o base_url={root}",
         )
     if has_key and (parts.username is not None or parts.password is not None):
         raise InputError(
@@ -57,6 +71,13 @@ def check_base_url(base: str, has_key: bool) -> None:
             "the two cannot both be sent (each is an Authorization header)",
             hint="drop the user:password@ from base_url, or unset OPENAI_API_KEY and -o api_key",
         )
+
+
+def _azure_v1(host: str) -> str:
+    """Azure OpenAI's v1 base URL for `host` when it is an Azure resource's, else a pattern."""
+    if host.endswith((".openai.azure.com", ".cognitiveservices.azure.com", ".ai.azure.com")):
+        return f"https://{host}/openai/v1"
+    return "https://RESOURCE.openai.azure.com/openai/v1"
 
 
 def redact_url_safe(url: str) -> str:
@@ -99,3 +120,37 @@ def redact_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def request_headers(
+    url: Any, api_key: str, identity: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str] | None, Any, dict[str, str] | None]:
+    """The session's headers, each request's own (or None), the proxy (or None) and the
+    CONNECT's headers (or None), for calls to `url`.
+
+    The proxy is the one the environment gives for `url`, as aiohttp's ``trust_env`` reads
+    it (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``; credentials from the proxy's URL or
+    ``~/.netrc``), read once per session where ``trust_env`` reads it per request.
+
+    Through a proxy the API key (and the `identity` headers: the organization and project
+    billed) goes in each request's headers, not the session's: aiohttp merges the session's
+    headers into the proxy's and sends an Authorization among them as Proxy-Authorization,
+    so the key would reach the proxy (in the CONNECT of an HTTPS call).
+    The proxy's credentials go in the CONNECT of an HTTPS call (the request itself travels
+    encrypted past the proxy), and in the request of a plain-HTTP one (which the proxy reads).
+    """
+    from aiohttp.helpers import get_env_proxy_for_url
+
+    session = {"Content-Type": "application/json"}
+    key = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    key.update(identity)
+    try:
+        proxy, auth = get_env_proxy_for_url(url)
+    except LookupError:  # no proxy for this URL
+        return {**session, **key}, None, None, None
+    if auth is None:
+        return session, key or None, proxy, None
+    credentials = {"Proxy-Authorization": auth.encode()}
+    if url.scheme == "https":
+        return session, key or None, proxy, credentials
+    return session, {**key, **credentials}, proxy, None
