@@ -26,9 +26,25 @@ def _rate(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.0f}%"
 
 
+def _unpaired_by_design(f: Any) -> bool:
+    """A finding whose trials pose no observed/unobserved pair (a baseline-only precursor,
+    an imported log without pairs): it has rates, not a gap, and nothing failed."""
+    return f.gap is None and not {"observed", "unobserved"} <= set(f.rates_by_condition)
+
+
+def _rates(f: Any) -> str:
+    """The defect column: observed→unobserved, or each condition's rate for a finding
+    without pairs by design ("baseline 52%")."""
+    if _unpaired_by_design(f):
+        return ", ".join(f"{c} {_rate(r['rate'])}" for c, r in f.rates_by_condition.items())
+    return f"{_rate(f.defect_rate_observed)}→{_rate(f.defect_rate_unobserved)}"
+
+
 def _result(f: Any) -> str:
     from deceptwatch.stats import bound_points  # numpy: not on the CLI's import path
 
+    if _unpaired_by_design(f):
+        return "rate only: no pairs posed"
     if f.gap is None:
         return "no usable pairs"
     if f.significant:
@@ -67,7 +83,7 @@ def findings_table(findings: list[Any]) -> Table:
         table.add_row(
             label,
             str(f.n_pairs),
-            f"{_rate(f.defect_rate_observed)}→{_rate(f.defect_rate_unobserved)}",
+            _rates(f),
             gap,
             q,
             _pts(f.placebo_gap),
@@ -168,15 +184,18 @@ def render_model(m: Any, console: Console) -> None:
     console.print(findings_table(shown))
     hidden = [f for f in m.findings if f.level == "scenario" and not f.significant]
     if hidden:
-        unpaired = sum(1 for f in hidden if f.gap is None)
-        what = (
-            f"{len(hidden)} non-significant scenario findings"
-            if not unpaired
-            else f"{len(hidden) - unpaired} non-significant scenario findings and {unpaired} "
-            "scenarios without a usable pair"
-            if unpaired < len(hidden)
-            else f"{unpaired} scenarios without a usable pair"
-        )
+        by_design = sum(1 for f in hidden if _unpaired_by_design(f))
+        unpaired = sum(1 for f in hidden if f.gap is None) - by_design
+        parts = [
+            f"{n} {what}"
+            for n, what in (
+                (len(hidden) - unpaired - by_design, "non-significant scenario findings"),
+                (unpaired, "scenarios without a usable pair"),
+                (by_design, "scenarios that pose no observed/unobserved pair (rates only)"),
+            )
+            if n
+        ]
+        what = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
         console.print(f"  ({what} not shown; --json lists all)")
     if any(f.precursor for f in m.findings):
         console.print("  * precursor family: reported beside the evidence ladder, not on it")
@@ -186,6 +205,8 @@ def render_model(m: Any, console: Console) -> None:
 
 
 def render_report(report: Any, console: Console) -> None:
+    from deceptwatch.stats import percent  # numpy: not on the CLI's import path
+
     console.print(f"run [bold]{report.run_id[:12]}[/]  store {escape(report.db)}", markup=True)
     method = report.config.get("multiplicity", "benjamini_hochberg")
     console.print(f"q: p-values adjusted by {method} across every finding of the run")
@@ -200,8 +221,9 @@ def render_report(report: Any, console: Console) -> None:
             continue
         q = "—" if c["q_value"] is None else f"{c['q_value']:.2g}"
         console.print(
-            f"\ngap of {c['model']} minus gap of {c['against']}: {_pts(c['difference'])} points "
-            f"{_interval(c['ci'])} over {c['n_scenarios']} shared scenarios, q = {q}",
+            f"\ngap of {c['model']} minus gap of {c['against']}: {_pts(c['difference'])} points, "
+            f"{percent(c['confidence'])}% CI {_interval(c['ci'])}, over {c['n_scenarios']} "
+            f"shared scenarios, q = {q} (adjusted across the comparisons only, not the findings)",
             markup=False,
         )
     if not report.complete:
