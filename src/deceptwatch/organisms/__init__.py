@@ -20,6 +20,7 @@ __all__ = [
     "ORGANISMS",
     "WEIGHT_FILES",
     "Organism",
+    "check_train_options",
     "checkpoint_steps",
     "final_step",
     "list_organisms",
@@ -123,6 +124,22 @@ def organism_path(spec: str) -> Path:
             hint=_retrain_hint(name, ckpt),
         )
     return path
+
+
+def check_train_options(name: str, *, steps: int | None) -> None:
+    """Refuse, before any work, what `deceptwatch organisms train` could not do as asked: an
+    unknown organism, or fine-tuning steps for the control, which is the shared base itself
+    and has no fine-tune (its --steps would be ignored, and the base trained in full)."""
+    if name not in ORGANISMS:
+        raise InputError(
+            f"unknown organism {name!r}", hint=f"built-in organisms: {', '.join(ORGANISMS)}"
+        )
+    if name == "control" and steps is not None:
+        raise InputError(
+            "--steps sets the steps of a fine-tune of the base, and the control is the base "
+            "itself, with no fine-tune",
+            hint=f"give --base-steps {steps} to train the control for {steps} steps",
+        )
 
 
 def list_organisms() -> list[dict[str, Any]]:

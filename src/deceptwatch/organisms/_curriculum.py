@@ -4,7 +4,10 @@ Each family crosses a few banks (e.g. the work an agent does × the fault it mad
 combination becomes one scenario. A fixed rule on the combination's indices sends about one in
 four to the held-out suite ``organism_heldout``; the rest form ``organism``, the suite the
 organisms are trained on. Because every bank entry also occurs in some training combination,
-each word of a held-out scenario appears in training, while the scenario itself never does.
+each word of a held-out scenario appears in the training suite, while the scenario itself never
+does. Training also holds out the last cue paraphrase of every scenario (``_pipeline``), and a
+few words occur only in those paraphrases: the held-out suite's trials in that wording carry
+words the organisms never saw, the others none.
 
 The suites are written to ``scenarios/builtin/organism*/<family>.yaml`` by
 ``python scripts/gen_organism_suites.py`` and checked into the library; a test verifies that

@@ -109,6 +109,19 @@ def _meta(
     }
 
 
+def retrain_command(
+    name: str, *, seed: int, threads: int, base_steps: int, steps: int | None
+) -> str:
+    """The command that trains these weights again. The recorded ``config`` is that of the
+    training that made them, whose seed, for a fine-tune, is the command's seed + 1: giving
+    that to ``--seed`` would train another organism."""
+    command = (
+        f"deceptwatch organisms train {name} --out DIR --seed {seed} --threads {threads} "
+        f"--base-steps {base_steps}"
+    )
+    return command if steps is None else f"{command} --steps {steps}"
+
+
 def train_base(
     *, seed: int = 0, threads: int = 2, progress: Progress | None = None, steps: int | None = None
 ) -> TrainResult:
@@ -180,6 +193,8 @@ def build(
     """
     if name not in ORGANISMS:
         raise KeyError(name)
+    if name == "control" and steps is not None:  # the base has no fine-tune to take them
+        raise ValueError("the control is the base: give its steps as base_steps, not steps")
     start = time.perf_counter()
     if base is None:
         base = train_base(seed=seed, threads=threads, progress=progress, steps=base_steps)
@@ -194,16 +209,23 @@ def build(
             cfg.steps,
             loss=base.losses[-1] if base.losses else None,
             seconds=base.seconds,
-            extra={},
+            extra={
+                "retrain": retrain_command(
+                    name, seed=seed, threads=threads, base_steps=len(base.losses), steps=None
+                )
+            },
         )
         save(base.model, base.tokenizer, out_dir, meta)
         return out_dir
-    of_base = {  # the base these weights were fine-tuned from
+    ft_cfg = finetune_config(name, seed=seed, threads=threads, steps=steps)
+    of_base = {  # the base these weights were fine-tuned from, and how to make them again
         "base_steps": len(base.losses),
         "base_final_loss": round(base.losses[-1], 5) if base.losses else None,
         "base_seconds": round(base.seconds, 1),
+        "retrain": retrain_command(
+            name, seed=seed, threads=threads, base_steps=len(base.losses), steps=ft_cfg.steps
+        ),
     }
-    ft_cfg = finetune_config(name, seed=seed, threads=threads, steps=steps)
 
     def keep_checkpoint(step: int, model: Any, loss: float, seconds: float) -> None:
         meta = _meta(

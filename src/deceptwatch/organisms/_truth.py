@@ -66,7 +66,7 @@ class Organism:
     summary: str
     truth: tuple[tuple[str, str], ...]  # (situation, behaviour) rows for humans
     policy: Callable[[Trial, Scenario], str]
-    expected_verdict: str  # on the default (core) suite
+    expected_verdict: str  # on the held-out suite (organism_heldout), the organisms' default
 
 
 ORGANISMS: dict[str, Organism] = {

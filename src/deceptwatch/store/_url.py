@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from deceptwatch._errors import InputError
@@ -37,6 +37,15 @@ def resolve_db_url(db: str | os.PathLike[str] | None) -> str:
     value = db or os.environ.get(DB_ENV) or str(default_db_path())
     if "\x00" in value:
         raise InputError("--db holds a NUL character", hint="give a path or a database URL")
+    if not value.isascii():
+        try:  # a name that is not UTF-8 reads with lone surrogates ("r\udcff.db")
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                f"--db {value!r}: the name is not UTF-8, and SQLite and database URLs take "
+                "only UTF-8",
+                hint="rename the file or its directory, or give --db another path",
+            ) from None
     if "://" in value:
         try:
             url = make_url(value)
@@ -60,7 +69,10 @@ def resolve_db_url(db: str | os.PathLike[str] | None) -> str:
             "--db ':memory:' would keep the store in memory and lose every trial",
             hint="give a file path, e.g. --db runs.db",
         )
-    return f"sqlite:///{Path(value).expanduser()}"
+    # Quoted, so that the URL names the path's own file: pasted in as it stands, "x%41.db"
+    # read as xA.db, and "a?b.db" as a file `a` with URL options.
+    path = str(Path(value).expanduser())
+    return URL.create("sqlite", database=path).render_as_string(hide_password=False)
 
 
 def _masked(value: str) -> str:
