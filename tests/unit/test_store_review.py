@@ -6,6 +6,7 @@ resume. Each runs on SQLite and on a real PostgreSQL server (see `store_url`).""
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from contextlib import ExitStack
@@ -204,3 +205,20 @@ def test_a_bad_url_never_shows_its_password(url: str) -> None:
     assert result.exit_code == 2, result.output
     assert "s3cret" not in result.output
     assert "bob" in result.output
+
+
+def test_a_resume_with_other_levels_records_the_levels_its_findings_use(db_url: str) -> None:
+    """--alpha and --multiplicity are not part of a run's id: a resume with others
+    recomputed and stored the findings with them, while the run's row kept the first
+    invocation's config, so the store said one setting beside findings made with another."""
+    run = [*MONITOR, "--limit", "4", "--db", db_url, "--json"]
+    assert CliRunner().invoke(app, run).exit_code == 0
+    again = CliRunner().invoke(app, [*run, "--alpha", "0.01", "--multiplicity", "holm"])
+    assert again.exit_code == 0, again.output
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        [(config_json, findings_json)] = conn.execute(
+            "SELECT config_json, findings_json FROM runs"
+        ).fetchall()
+    config = json.loads(config_json)
+    assert (config["alpha"], config["multiplicity"]) == (0.01, "holm")
+    assert json.loads(findings_json)["multiplicity"] == "holm"

@@ -286,10 +286,18 @@ class Store:
                     )
                 )
                 return True
+            # A resume may change what is not part of the run's id (--alpha, --confidence,
+            # --multiplicity, ...): the row says what its next findings are computed with.
             conn.execute(
                 update(s.runs)
                 .where(s.runs.c.id == run_id)
-                .values(status=RUNNING, updated_at=ts, n_trials=n_trials, message=None)
+                .values(
+                    status=RUNNING,
+                    updated_at=ts,
+                    n_trials=n_trials,
+                    message=None,
+                    config_json=canonical_json(dict(config)),
+                )
             )
             return False
 
