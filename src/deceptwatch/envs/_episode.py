@@ -4,7 +4,9 @@ Each step is one `backend.generate` on the growing conversation (the trial's pro
 model's replies and the observations), through the runner's own retries and time limits.
 The trial's row then holds the whole transcript: `text` is the JSON list of the turns after
 the prompt, `raw` a JSON record with the actions, the outcome and every call's raw reply.
-A call that still fails mid-episode makes the trial `error`, with the transcript so far.
+A call that still fails mid-episode makes the trial `error`, with the transcript so far. A
+run that stops mid-episode makes no further call: the trial stays unstored, and a resume
+plays it again from its start.
 """
 
 from __future__ import annotations
@@ -72,6 +74,20 @@ async def run_episode(
     attempts = 0
     model: str | None = None
     while True:
+        if engine.steps and run.stopped():
+            # The run stopped (Ctrl-C, a store that failed, too many failures): no further
+            # call. Retryable, so the runner leaves the trial unstored and a resume plays
+            # the whole episode again.
+            return (
+                None,
+                BackendError(
+                    f"the run stopped before step {engine.steps + 1} of the episode",
+                    kind="stopped",
+                    retryable=True,
+                ),
+                attempts,
+                None,
+            )
         request = GenerateRequest(
             messages=tuple(messages),
             choices=(),

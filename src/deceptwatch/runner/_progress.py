@@ -60,8 +60,9 @@ def _stderr() -> Console:
 
 @contextmanager
 def progress_bar(total: int, *, enabled: bool = True) -> Iterator[ProgressHook]:
-    """Yield a hook for `run_trials` that draws the bar; a no-op hook when disabled."""
-    if not enabled:
+    """Yield a hook for `run_trials` that draws the bar; a no-op hook when disabled, or
+    when the process has no stderr (pythonw, a closed descriptor: Python's None)."""
+    if not enabled or sys.stderr is None:
         yield lambda counters: None
         return
     console = _stderr()
@@ -99,8 +100,9 @@ def progress_bar(total: int, *, enabled: bool = True) -> Iterator[ProgressHook]:
 @contextmanager
 def task_bars(prefix: str = "", *, enabled: bool = True) -> Iterator[TaskSink | None]:
     """Yield a sink that draws one bar per task it is given (a probe's model choices, its
-    activations), each labelled `prefix` and the task's label; None when disabled."""
-    if not enabled:
+    activations), each labelled `prefix` and the task's label; None when disabled or when
+    the process has no stderr."""
+    if not enabled or sys.stderr is None:
         yield None
         return
     console = _stderr()
