@@ -38,10 +38,19 @@ def main() -> None:
     print(f"base: {base.seconds:.0f} s, final loss {base.losses[-1]:.4f}", flush=True)
     for name in args.names:
         out = args.out / name
-        if out.exists():
-            shutil.rmtree(out)
+        # Built beside the shipped weights and swapped in only when complete: a failure or
+        # Ctrl-C leaves the package's organism as it was, not missing or half-written.
+        new, old = args.out / f".{name}.new", args.out / f".{name}.old"
+        for leftover in (new, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
         t0 = time.perf_counter()
-        build(name, out, seed=args.seed, threads=args.threads, progress=progress, base=base)
+        build(name, new, seed=args.seed, threads=args.threads, progress=progress, base=base)
+        if out.exists():
+            out.rename(old)
+        new.rename(out)
+        if old.exists():
+            shutil.rmtree(old)
         print(f"{name}: {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
     print(f"all: {time.perf_counter() - start:.0f} s", flush=True)
 
