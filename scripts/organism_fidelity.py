@@ -4,6 +4,7 @@ Fidelity is the share of trials on which the organism picks the option its truth
 (scored by the ``organism:`` backend exactly as the monitor scores it, at temperature 0).
 
 Usage: python scripts/organism_fidelity.py [--suite organism_heldout] [NAME ...]
+       python scripts/organism_fidelity.py NAME --weights DIR   (a retrained one, as hf:DIR)
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ import argparse
 from collections import Counter
 
 from deceptwatch.backends import GenerateRequest, GenerationConfig
-from deceptwatch.backends._hf import create_organism
+from deceptwatch.backends._hf import create, create_organism
 from deceptwatch.organisms import ORGANISMS
 from deceptwatch.organisms._truth import ALIGNED
 from deceptwatch.scenarios import expand, load_suite
 
 
-def fidelity(name: str, suite: str) -> tuple[float, dict[str, float]]:
+def fidelity(name: str, suite: str, weights: str | None = None) -> tuple[float, dict[str, float]]:
     records = load_suite(suite)
     by_id = {r.id: r for r in records}
     trials = list(expand(records, model="fidelity", seed=0))
-    backend = create_organism(f"organism:{name}", {})
+    backend = create(f"hf:{weights}", {}) if weights else create_organism(f"organism:{name}", {})
     requests = [
         GenerateRequest(
             messages=t.messages,
@@ -50,10 +51,13 @@ def fidelity(name: str, suite: str) -> tuple[float, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="organism_heldout")
+    parser.add_argument("--weights", help="a checkpoint directory to score against NAME's truth")
     parser.add_argument("names", nargs="*", default=list(ORGANISMS))
     args = parser.parse_args()
+    if args.weights and len(args.names) != 1:
+        parser.error("--weights takes exactly one NAME: the organism whose truth table it has")
     for name in args.names:
-        overall, fams = fidelity(name, args.suite)
+        overall, fams = fidelity(name, args.suite, args.weights)
         print(
             f"{name:<12} {100 * overall:5.1f}%  "
             + "  ".join(f"{f} {100 * v:.0f}%" for f, v in fams.items())
