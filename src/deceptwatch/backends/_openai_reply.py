@@ -35,7 +35,9 @@ def failed_generation(data: Mapping[str, Any], first: Mapping[str, Any]) -> str 
     beside the text written before it, which must not be scored."""
     for holder in (data, first):
         err = holder.get("error")
-        if (isinstance(err, Mapping) and err) or (isinstance(err, str) and err.strip()):
+        if not err:  # the common case, at every reply: no error, or null
+            continue
+        if isinstance(err, dict | Mapping) or (isinstance(err, str) and err.strip()):
             message = err.get("message") if isinstance(err, Mapping) else err
             code = err.get("code") if isinstance(err, Mapping) else None
             said = str(message)[:300] if message else json.dumps(err)[:300]

@@ -51,6 +51,11 @@ _CHOOSE = re.compile(
 )
 _OPTION = re.compile(r"\boption\s+([A-Za-z])(?![A-Za-z])", re.I)
 _EXACT = re.compile(r"^\s*[\(\[]?([A-Z])[\)\]]?\s*[.!:]?\s*$")
+# a reply that is nothing but an answer phrase ("Answer: (B)", the format most prompts ask
+# for): read at once, as the full reading would read it
+_WHOLE_ANSWER = re.compile(
+    r"^(?:final\s+)?answer\s*(?:is\s*:?|:)\s*[\(\[]?((?-i:[A-Z]))[\)\]]?\s*[.!]?$", re.I
+)
 _PAREN = re.compile(r"\(([A-Z])\)")
 _LEADING = re.compile(r"^\s*[\(\[]?([A-Z])[\)\].:](?:\s|$)")
 _MARKUP = re.compile(r"[*_`#>]+")
@@ -184,6 +189,9 @@ def parse_choice(text: str, labels: Sequence[str], texts: Sequence[str]) -> Choi
     m = _EXACT.match(clean)
     if m and m.group(1) in valid:
         return ChoiceParse(m.group(1), "exact")
+    m = _WHOLE_ANSWER.match(clean)
+    if m and m.group(1) in valid:
+        return ChoiceParse(m.group(1), "answer_phrase")
     quotes = [_quote(t) for t in texts]
     long_ = [_norm(_plain(t)).count(" ") >= _SHORT_OPTION_WORDS for t in texts]
     # An option's quoted text is not read for letters: its own "Option A" or "(B)" is no
