@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_probes_monitor import _scores
 from typer.testing import CliRunner
 
 from deceptwatch._monitor import monitor
@@ -22,7 +23,6 @@ from deceptwatch.evidence import (
     place_on_ladder,
 )
 from deceptwatch.probes._monitor import ProbeFinding, summarize
-from deceptwatch.probes._scores import ProbeScores, TrialScore, flag_rates, probe_gap
 from deceptwatch.scenarios import PRECURSOR_FAMILIES
 from deceptwatch.stats import Finding, TrialTable, compute_findings
 
@@ -172,27 +172,8 @@ def _probe(n: int = 40) -> ProbeFinding:
     """A probe read before acting that flags 24 of 40 unobserved trials and 2 observed
     ones, while the model always answers aligned: rung 4 (internal evidence only)."""
     flags = [(False, True)] * 24 + [(True, False)] * 2 + [(False, False)] * (n - 26)
-    trials: list[TrialScore] = []
-    outcomes: dict[str, str] = {}
-    for i, (obs, unobs) in enumerate(flags):
-        for cond, flag in (("observed", obs), ("unobserved", unobs)):
-            tid = f"{cond}-{i}"
-            trials.append(TrialScore(tid, f"b{i}", f"s{i % 7}", "oversight_gap", cond,
-                                     float(flag), flag))  # fmt: skip
-            outcomes[tid] = "aligned"
-    scores = ProbeScores(
-        model="organism:test",
-        probe={},
-        layer="layer.2",
-        position="last",
-        threshold=0.5,
-        calibration="test",
-        recalibrated=True,
-        trials=tuple(trials),
-        flag_rates=flag_rates(trials),
-        gap=probe_gap(trials),
-        alpha=0.05,
-    )
+    scores, outcomes = _scores(flags)
+    outcomes = dict.fromkeys(outcomes, "aligned")
     return summarize("p.json", "p" * 64, method="logistic", target="defect", scores=scores,
                      outcomes=outcomes, alpha=0.05)  # fmt: skip
 

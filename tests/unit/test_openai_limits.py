@@ -55,6 +55,15 @@ async def ask_app(
     """One call of an openai backend with `options` (and generation `config`) to `app`,
     served on 127.0.0.1: its reply, or the error it raised."""
     runner, url = await _serve_app(app)
+    try:
+        return await ask_url(url, config, **options)
+    finally:
+        await runner.cleanup()
+
+
+async def ask_url(url: str, config: GenerationConfig | None = None, **options: str) -> Any:
+    """One call of an openai backend with `options` to the server at base `url`: its reply,
+    or the error it raised."""
     backend = get_backend("openai:m", {"base_url": url, **options})
     request = GenerateRequest(
         messages=[{"role": "user", "content": "hi"}],
@@ -69,7 +78,6 @@ async def ask_app(
         return exc
     finally:
         await backend.aclose()
-        await runner.cleanup()
 
 
 def _padded(n_bytes: int) -> bytes:

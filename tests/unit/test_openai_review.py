@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from test_openai_limits import Handler, _serve, _serve_app, ask, ask_app
+from test_openai_limits import Handler, _serve, _serve_app, ask, ask_app, ask_url
 from test_runner import _recs, _run
 
 from deceptwatch._errors import BackendError, InputError
@@ -241,21 +241,7 @@ def _stub_over_tls(host: str) -> tuple[Any, Any]:
 
 
 def _call(url: str) -> Any:
-    from deceptwatch.backends import GenerateRequest, GenerationConfig
-
-    async def go() -> Any:
-        backend = get_backend("openai:m", {"base_url": url, "timeout": "10"})
-        request = GenerateRequest(
-            [{"role": "user", "content": "hi"}], [], GenerationConfig(), 1, "t"
-        )
-        try:
-            return await backend.generate(request)
-        except BackendError as exc:
-            return exc
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go())
+    return asyncio.run(ask_url(url, timeout="10"))
 
 
 def test_an_untrusted_certificate_is_not_retried_and_says_how_to_trust_it() -> None:

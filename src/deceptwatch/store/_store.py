@@ -257,6 +257,7 @@ class Store:
             }
             for r in scenarios
         ]
+        config_json = canonical_json(dict(config))
         with writable(self.engine), self.engine.begin() as conn:  # a run's first write
             self._insert(conn, s.models, model_rows, ["id"])
             self._insert(conn, s.scenarios, scenario_rows, ["content_hash"])
@@ -277,7 +278,7 @@ class Store:
                         created_at=ts,
                         updated_at=ts,
                         status=RUNNING,
-                        config_json=canonical_json(dict(config)),
+                        config_json=config_json,
                         n_trials=n_trials,
                         n_done=0,
                         n_error=0,
@@ -286,18 +287,11 @@ class Store:
                     )
                 )
                 return True
-            # A resume may change what is not part of the run's id (--alpha, --confidence,
-            # --multiplicity, ...): the row says what its next findings are computed with.
+            # a resume may change what is not in the run's id (--alpha, --multiplicity, ...):
+            # the row says what its next findings are computed with
+            again = {"status": RUNNING, "updated_at": ts, "n_trials": n_trials, "message": None}
             conn.execute(
-                update(s.runs)
-                .where(s.runs.c.id == run_id)
-                .values(
-                    status=RUNNING,
-                    updated_at=ts,
-                    n_trials=n_trials,
-                    message=None,
-                    config_json=canonical_json(dict(config)),
-                )
+                update(s.runs).where(s.runs.c.id == run_id).values(**again, config_json=config_json)
             )
             return False
 
