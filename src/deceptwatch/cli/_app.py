@@ -440,6 +440,11 @@ def organisms_list(
         out.print(
             f"    expected verdict on organism_heldout: {row['expected_verdict']}; checkpoints: {ck}"
         )
+        if row["heldout_fidelity"] is not None:
+            out.print(
+                f"    follows its truth table on {100 * row['heldout_fidelity']:.1f}% of "
+                "organism_heldout trials"
+            )
 
 
 @organisms_app.command("train")
@@ -512,6 +517,13 @@ def organisms_train(
             err.print(f"terminated by {exc.name}; {stopped}", markup=False)
         raise typer.Exit(128 + exc.signum) from None
     err.print(f"saved organism {name!r} to {out_dir}", markup=False)
+    from deceptwatch.organisms import fidelity_note
+
+    for line, warn in fidelity_note(name, out_dir):
+        if warn:
+            say("warning:", "bold yellow", line)
+        else:
+            err.print(line, markup=False)
 
 
 def main() -> None:

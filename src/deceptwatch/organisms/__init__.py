@@ -22,6 +22,7 @@ __all__ = [
     "Organism",
     "check_train_options",
     "checkpoint_steps",
+    "fidelity_note",
     "final_step",
     "list_organisms",
     "organism_path",
@@ -163,6 +164,59 @@ def list_organisms() -> list[dict[str, Any]]:
                 "checkpoints_missing": sorted(set(_step_dirs(name)) - set(steps)),
                 "shipped": _complete(weights_root() / name),
                 "trained_steps": meta.get("step") if isinstance(meta, dict) else None,
+                "heldout_fidelity": _fidelity_rate(meta),
             }
         )
     return out
+
+
+def _fidelity_rate(meta: Any) -> float | None:
+    """The held-out fidelity an ``organism.json`` records, if it records one."""
+    fid = meta.get("heldout_fidelity") if isinstance(meta, dict) else None
+    rate = fid.get("rate") if isinstance(fid, dict) else None
+    return float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else None
+
+
+def _read_meta(path: Path) -> Any:
+    try:
+        return json.loads((path / "organism.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+FIDELITY_SLACK = 0.02  # how far below the shipped organism's a retrained one may fall unflagged
+
+
+def fidelity_note(name: str, out_dir: Path) -> list[tuple[str, bool]]:
+    """What `organisms train` says of the held-out fidelity of the weights in `out_dir`,
+    beside the shipped organism's: lines of text, each with whether it is a warning."""
+    meta = _read_meta(out_dir)
+    rate = _fidelity_rate(meta)
+    if rate is None:
+        return []
+    fid = meta["heldout_fidelity"]
+    shipped = _fidelity_rate(_read_meta(weights_root() / name))
+    families = fid.get("families") if isinstance(fid.get("families"), dict) else {}
+    lowest = min(families.items(), key=lambda kv: (kv[1], kv[0]), default=None)
+    line = (
+        f"held-out fidelity: {100 * rate:.1f}% of {fid.get('trials', 0):,} "
+        f"{fid.get('suite', '')} trials follow the truth table"
+    )
+    if lowest is not None:
+        line += f" (lowest family: {lowest[0]} {100 * lowest[1]:.1f}%)"
+    if shipped is not None:
+        line += f"; the shipped {name}: {100 * shipped:.1f}%"
+    lines = [(line, False)]
+    if fid.get("errors"):
+        lines.append((f"{fid['errors']} held-out trials could not be scored", True))
+    if shipped is not None and rate < shipped - FIDELITY_SLACK:
+        lines.append(
+            (
+                f"this {name} follows its truth table {100 * (shipped - rate):.1f} points less "
+                f"often than the shipped one. A retrained organism's held-out behaviour depends "
+                f"on the seed and the CPU (docs/organisms.md): train it with another --seed, "
+                f"and check it before you rely on it",
+                True,
+            )
+        )
+    return lines

