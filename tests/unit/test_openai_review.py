@@ -440,6 +440,22 @@ def test_a_base_url_with_a_line_end_or_space_around_it_is_the_same_endpoint(
     assert got.text == "(A)"
 
 
+@pytest.mark.parametrize("scheme", ["HTTP", "Http"])
+def test_a_base_url_with_an_uppercase_scheme_is_the_same_endpoint(scheme: str) -> None:
+    """URL schemes are case-insensitive (RFC 3986), but ``HTTP://host/v1`` was refused as
+    "not an http(s) URL with a host"."""
+    from deceptwatch.scenarios import load_suite
+    from deceptwatch.testing.openai_stub import make_app, serve_in_thread
+
+    with serve_in_thread(make_app(load_suite("core"), "instant")) as url:
+        upper = scheme + url.removeprefix("http")
+        clean = get_backend("openai:m", {"base_url": url})
+        assert get_backend("openai:m", {"base_url": upper}).cache_key() == clean.cache_key()
+        got = _call(upper)
+    assert isinstance(got, GenerateResponse), got
+    assert got.text == "(A)"
+
+
 def test_a_400_that_refuses_logprobs_says_to_run_without_them() -> None:
     """OpenAI's reasoning models refuse logprobs as they refuse max_tokens: the message named
     the option for those, and nothing for ``--logprobs``."""

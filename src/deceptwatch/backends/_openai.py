@@ -162,6 +162,9 @@ class OpenAIBackend(BaseBackend):
             )
         base = opts.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         base = base.strip()  # a "\r" from a .env file saved on Windows: one endpoint, one id
+        scheme, sep, rest = base.partition("://")
+        if sep and scheme.lower() in ("http", "https"):  # HTTP://: the same endpoint, one id
+            base = scheme.lower() + sep + rest
         self._api_key = api_key(opts)
         check_base_url(base, bool(self._api_key))
         self.base_url = base.rstrip("/")
