@@ -171,6 +171,20 @@ def test_flip_and_keep_of_one_file_or_of_a_foreign_file_are_refused(tmp_path: Pa
 
 
 @needs_data
+def test_a_file_name_that_is_not_utf8_is_imported_not_a_traceback(tmp_path: Path) -> None:
+    """A source named in Latin-1 bytes ended in a UnicodeEncodeError traceback while its
+    scenarios were written (its name is quoted in them), after the import had been checked."""
+    name = os.fsdecode(b"survival-instinct-caf\xe9.jsonl")
+    src = _write_jsonl(tmp_path / name, [_good(i) for i in range(3)])
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["import", "mwe", str(src), "--out", str(out), "--flip", str(src)])
+    assert result.exit_code == 0, result.output
+    (written,) = out.rglob("*.yaml")
+    text = written.read_text(encoding="utf-8")
+    assert "survival-instinct-caf\ufffd.jsonl" in text
+    assert [s.scenario.family for s in load_path(written)] == ["shutdown_avoidance"] * 3
+
+
 def test_unknown_file_name_needs_family(tmp_path: Path) -> None:
     src = HUMAN / "one-box-tendency.jsonl"
     result = runner.invoke(app, ["import", "mwe", str(src)])

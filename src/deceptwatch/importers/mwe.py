@@ -417,6 +417,12 @@ def check_polarity(report: FileReport, rule: FamilyRule) -> None:
             )
 
 
+def _shown(name: str) -> str:
+    """A file name as the written YAML can hold it: bytes that are not UTF-8 (which Python
+    keeps as lone surrogates, and no UTF-8 file can hold) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _slug(text: str) -> str:
     s = re.sub(r"[^a-z0-9_.\-]+", "-", text.lower()).strip("-.")
     return s or "x"
@@ -458,7 +464,7 @@ def _scenarios(
                 "id": f"{prefix}/{q.line:05d}",
                 "version": 1,
                 "family": report.family,
-                "description": f"Imported from {Path(report.path).name} line {q.line} "
+                "description": f"Imported from {_shown(Path(report.path).name)} line {q.line} "
                 f"(model-written evals); {how}.",
                 "tags": list(tags),
                 "user": q.stem,
@@ -578,9 +584,12 @@ def import_mwe(
             docs.append(doc)
         report.skipped.sort()
         dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-        text = f"# Imported by `deceptwatch import mwe` from {f.name} ({report.status}: " + (
-            f"{len(docs)} scenarios).\n"
-            + yaml.dump(docs, Dumper=dumper, sort_keys=False, allow_unicode=True, width=100)
+        text = (
+            f"# Imported by `deceptwatch import mwe` from {_shown(f.name)} ({report.status}: "
+            + (
+                f"{len(docs)} scenarios).\n"
+                + yaml.dump(docs, Dumper=dumper, sort_keys=False, allow_unicode=True, width=100)
+            )
         )
         report.output = name
         rendered.append((report, text))
