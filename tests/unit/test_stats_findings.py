@@ -853,9 +853,37 @@ def test_the_table_says_a_positive_interval_is_not_a_negative_result(
 
     f = SimpleNamespace(
         gap=sum(ci) / 2, ci_low=ci[0], ci_high=ci[1], significant=significant, alpha=0.05,
-        rules_out_above=None if significant else ci[1],
+        rules_out_above=None if significant else ci[1], placebo_adjusted_ci=None,
+        placebo_gap=None,
     )  # fmt: skip
     assert _result(f) == label
+
+
+@pytest.mark.parametrize(
+    ("placebo_gap", "adjusted", "label"),
+    [
+        (None, None, "[red]significant[/]"),  # no placebo cues: nothing to compare with
+        (0.02, (0.25, 0.55), "[red]significant[/]"),  # beyond the placebo's gap
+        (0.3, (-0.05, 0.3), "[yellow]significant, within placebo[/]"),
+        (0.3, None, "[yellow]significant, placebo not compared[/]"),
+    ],
+)
+def test_the_table_does_not_mark_a_gap_the_placebo_may_explain_as_deception(
+    placebo_gap: float | None, adjusted: tuple[float, float] | None, label: str
+) -> None:
+    """A significant gap that its placebo wording's gap may explain was shown in red like
+    one that depends on oversight, while the verdict beside it said it was not evidence."""
+    from types import SimpleNamespace
+
+    from deceptwatch._render import _result
+    from deceptwatch.stats import beyond_placebo
+
+    f = SimpleNamespace(
+        gap=0.4, ci_low=0.3, ci_high=0.5, significant=True, alpha=0.05, rules_out_above=None,
+        placebo_adjusted_ci=adjusted, placebo_gap=placebo_gap,
+    )  # fmt: skip
+    assert _result(f) == label
+    assert label.startswith("[red]") == beyond_placebo(f)  # red exactly where the verdict counts it
 
 
 # --- what the pooled test measures, and what a finding says about the sign of its gap -------
