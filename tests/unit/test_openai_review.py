@@ -456,6 +456,32 @@ def test_a_base_url_with_an_uppercase_scheme_is_the_same_endpoint(scheme: str) -
     assert got.text == "(A)"
 
 
+@pytest.mark.parametrize(
+    ("status", "header", "retryable"),
+    [(500, "false", False), (409, "false", False), (400, "TRUE", True), (500, "maybe", True)],
+)
+def test_the_servers_x_should_retry_decides_whether_an_error_is_retried(
+    status: int, header: str, retryable: bool
+) -> None:
+    """OpenAI's API sends ``x-should-retry`` to say whether a retry can help (its SDK obeys
+    it): a 500 or 409 it marks final was retried to the end, and a 400 it marks retryable
+    failed at once. A value other than true or false leaves the status to decide."""
+
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        body = json.dumps({"error": {"message": "busy or not"}}).encode()
+        return web.Response(
+            status=status,
+            body=body,
+            content_type="application/json",
+            headers={"x-should-retry": header},
+        )
+
+    got = asyncio.run(ask(handler))
+    assert isinstance(got, BackendError), got
+    assert got.kind == f"http_{status}"
+    assert got.retryable is retryable
+
+
 def test_a_400_that_refuses_logprobs_says_to_run_without_them() -> None:
     """OpenAI's reasoning models refuse logprobs as they refuse max_tokens: the message named
     the option for those, and nothing for ``--logprobs``."""

@@ -424,6 +424,10 @@ class OpenAIBackend(BaseBackend):
             # with time, as a rate limit does: retrying it only delays the stop.
             spent = status == 429 and "insufficient_quota" in raw
             retryable = (status in RETRYABLE_STATUS or status >= 500) and not spent
+            # OpenAI's servers say themselves whether a retry can help; their SDK obeys it
+            said_retry = headers.get("x-should-retry", "").strip().lower()
+            if said_retry in ("true", "false"):
+                retryable = said_retry == "true"
             said = self._redact(error_message(raw))  # decoded: escapes undone
             advice = moved or self._advice(status, said, retryable)
             raise BackendError(
