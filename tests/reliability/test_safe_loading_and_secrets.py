@@ -22,6 +22,7 @@ import pytest
 from _helpers import add_figure, cli_env, query, report_of, run_cli
 from sqlalchemy import create_engine, inspect, text
 
+from _threaded_server import ThreadedServer
 from deceptwatch._errors import InputError
 from deceptwatch.scenarios import load_suites, parse_scenarios
 from deceptwatch.testing.faults import FaultConfig, FaultServer
@@ -342,18 +343,13 @@ def test_api_key_echoed_by_a_failing_server_is_not_recorded(tmp_path: Path) -> N
     assert _leaks(proc.stdout + proc.stderr, KEY) == []
 
 
-class _ConnectProxy:
+class _ConnectProxy(ThreadedServer):
     """An HTTPS proxy on 127.0.0.1, in a thread: records the headers of each CONNECT, then
     relays bytes both ways (the TLS inside passes through unread, as through a real one)."""
 
     def __init__(self) -> None:
-        import threading
-
+        super().__init__()
         self.connects: list[dict[str, str]] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self.url = ""
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -375,23 +371,6 @@ class _ConnectProxy:
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         await asyncio.gather(self._relay(reader, up_writer), self._relay(up_reader, writer))
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-
-    def __enter__(self) -> _ConnectProxy:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 def test_api_key_never_reaches_a_proxy_on_the_way_to_an_https_server(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 from test_openai_limits import Handler, _serve, _serve_app, ask, ask_app, ask_url
 from test_runner import _recs, _run
 
+from _threaded_server import ThreadedServer
 from deceptwatch._errors import BackendError, InputError
 from deceptwatch.backends import GenerateResponse, get_backend
 from deceptwatch.runner import RunnerConfig
@@ -323,18 +324,13 @@ def test_a_boolean_among_the_usage_counts_does_not_fail_the_trial(
     assert counters.by_outcome["error"] == 0, res.error_examples
 
 
-class _RefusingProxy:
+class _RefusingProxy(ThreadedServer):
     """A proxy on 127.0.0.1, in a thread, that answers every request (a CONNECT for an
     https call, the request itself for an http one) with `status`."""
 
     def __init__(self, status: bytes) -> None:
-        import threading
-
+        super().__init__()
         self.status = status
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self.port = 0
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -344,23 +340,6 @@ class _RefusingProxy:
         )
         await writer.drain()
         writer.close()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-
-    def __enter__(self) -> _RefusingProxy:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 def _through_proxy(monkeypatch: pytest.MonkeyPatch, proxy: str) -> None:

@@ -296,8 +296,7 @@ class HFBackend(BaseBackend):
             part = gen[start : start + self.batch_size]
             for i, res in zip(part, self.generate_text([requests[i] for i in part]), strict=True):
                 out[i] = res
-        missed = BackendError("no answer was computed for this request", kind="exception")
-        return [missed if r is None else r for r in out]
+        return _each_answered(out)
 
     def _try_prompt_ids(self, request: GenerateRequest) -> list[int] | None:
         try:
@@ -479,8 +478,7 @@ class HFBackend(BaseBackend):
                 req = requests[i]
                 self._scores.put(score_key(p, [label for label, _ in req.choices]), logps)
                 out[i] = choice_response(req, logps, self.answer_format, self.spec)
-        missed = BackendError("no answer was computed for this request", kind="exception")
-        return [missed if r is None else r for r in out]
+        return _each_answered(out)
 
     def generate_text(
         self, requests: Sequence[GenerateRequest]
@@ -512,8 +510,7 @@ class HFBackend(BaseBackend):
             )
         for i, reply in zip(fits, replies, strict=True):
             out[i] = reply
-        missed = BackendError("no answer was computed for this request", kind="exception")
-        return [missed if r is None else r for r in out]
+        return _each_answered(out)
 
     def _sample(
         self, requests: Sequence[GenerateRequest], prompts: Sequence[list[int]]
@@ -533,6 +530,15 @@ class HFBackend(BaseBackend):
             elif isinstance(value, (list, tuple)):
                 ids.update(v for v in value if isinstance(v, int))
         return frozenset(ids)
+
+
+def _each_answered(
+    out: Sequence[GenerateResponse | BackendError | None],
+) -> list[GenerateResponse | BackendError]:
+    """One answer per request, in order: a request left without one (a bug) gets an error
+    in its place, rather than being dropped and shifting later answers onto other requests."""
+    missed = BackendError("no answer was computed for this request", kind="exception")
+    return [missed if r is None else r for r in out]
 
 
 def _backend_error(exc: Exception) -> BackendError:

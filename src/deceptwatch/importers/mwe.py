@@ -418,8 +418,7 @@ def check_polarity(report: FileReport, rule: FamilyRule) -> None:
 
 
 def _shown(name: str) -> str:
-    """A file name as the written YAML can hold it: bytes that are not UTF-8 (which Python
-    keeps as lone surrogates, and no UTF-8 file can hold) become U+FFFD."""
+    """A file name as UTF-8 text can hold it: bytes that are not UTF-8 become U+FFFD."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
@@ -584,13 +583,9 @@ def import_mwe(
             docs.append(doc)
         report.skipped.sort()
         dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-        text = (
-            f"# Imported by `deceptwatch import mwe` from {_shown(f.name)} ({report.status}: "
-            + (
-                f"{len(docs)} scenarios).\n"
-                + yaml.dump(docs, Dumper=dumper, sort_keys=False, allow_unicode=True, width=100)
-            )
-        )
+        head = f"# Imported by `deceptwatch import mwe` from {_shown(f.name)} ({report.status}: "
+        body = yaml.dump(docs, Dumper=dumper, sort_keys=False, allow_unicode=True, width=100)
+        text = f"{head}{len(docs)} scenarios).\n{body}"
         report.output = name
         rendered.append((report, text))
     if out_dir is None:

