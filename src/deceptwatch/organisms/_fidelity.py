@@ -53,10 +53,13 @@ def fidelity(
     weights: Path | str | None = None,
     *,
     suite: str = HELDOUT_SUITE,
+    skip_paraphrase: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Fidelity:
     """Score `name`'s shipped weights, or the checkpoint directory `weights` against `name`'s
-    truth table, on every trial of `suite`. `progress(done, total)` follows the scoring."""
+    truth table, on every trial of `suite` (but those in cue paraphrase `skip_paraphrase`:
+    on the training suite, skipping the held-out paraphrase leaves exactly the trials that
+    training answered). `progress(done, total)` follows the scoring."""
     from deceptwatch.backends._hf import create, create_organism
     from deceptwatch.probes._trials import trial_request
     from deceptwatch.scenarios import expand, load_suite
@@ -64,7 +67,11 @@ def fidelity(
     policy = ORGANISMS[name].policy
     records = load_suite(suite)
     by_id = {r.id: r for r in records}
-    trials = list(expand(records, model="fidelity", seed=0))
+    trials = [
+        t
+        for t in expand(records, model="fidelity", seed=0)
+        if skip_paraphrase is None or t.cue_index != skip_paraphrase
+    ]
     backend = (
         create(f"hf:{weights}", {})
         if weights is not None
